@@ -1,0 +1,231 @@
+"""The typer app. Each command parses its arguments, calls one core function, and turns a
+domain error into one line on stderr and an exit code (SPEC section 1):
+
+    0 done · 2 bad usage, configuration or input · 3 circuit breaker · 4 interrupted or
+    MAX_BATCHES with rows still ready · 1 internal error (traceback in the log file only)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from ledger.config import Settings, load_settings
+from ledger.database import Ledger, open_ledger
+from ledger.error_handling import UsageError
+from ledger.ingest import ingest_file
+from ledger.state_store import find_run, retry_rows
+from ledger.writers import export_all
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_BREAKER = 3
+EXIT_INTERRUPTED = 4
+
+app = typer.Typer(
+    name="ledger",
+    help="Provision Webex Calling in bulk from CSV, with a durable ledger of every row.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="SQLAlchemy URL of the ledger [default: LEDGER_DATABASE_URL]."),
+]
+RunOption = Annotated[
+    int | None, typer.Option("--run", help="Run to act on [default: the latest].", min=1)
+]
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"ledger: {message}", markup=False)
+    return typer.Exit(code)
+
+
+def guarded(settings: Settings | None, action: Callable[[], T]) -> T:
+    """Run a command's core call, mapping errors to one line and an exit code."""
+    try:
+        return action()
+    except typer.Exit:
+        raise
+    except UsageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", EXIT_INTERRUPTED) from None
+    except Exception as exc:
+        log_file = settings.LEDGER_LOG_FILE if settings else Path("ledger.log")
+        _log_internal_error(log_file, exc)
+        raise _fail(
+            f"internal error ({type(exc).__name__}); details in {log_file}", EXIT_INTERNAL
+        ) from None
+
+
+def _log_internal_error(log_file: Path, exc: BaseException) -> None:
+    logging.getLogger("ledger").critical(
+        "internal error", extra={"event": "internal_error"}, exc_info=exc
+    )
+    try:
+        with log_file.open("a", encoding="utf-8") as handle:
+            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            handle.write(json.dumps({"event": "internal_error", "traceback": trace}) + "\n")
+    except OSError:
+        pass
+
+
+def settings_for(db: str | None) -> Settings:
+    try:
+        settings = load_settings()
+        if db:
+            settings = settings.model_copy(update={"LEDGER_DATABASE_URL": db})
+        return settings
+    except UsageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+
+def open_for(settings: Settings, *, read_only: bool = False) -> Ledger:
+    return guarded(settings, lambda: open_ledger(settings.LEDGER_DATABASE_URL, read_only=read_only))
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="The CSV file to ingest.")],
+    db: DbOption = None,
+) -> None:
+    """Read, validate and de-duplicate a CSV into the ledger as a new run."""
+    settings = settings_for(db)
+    ledger = open_for(settings)
+    try:
+        report = guarded(settings, lambda: ingest_file(ledger, file, settings))
+    finally:
+        ledger.dispose()
+    run = report.run
+    if report.reused:
+        out.print(f"{file} was already ingested as run {run.id}: nothing changed.")
+    else:
+        out.print(f"ingested {file} as run {run.id}")
+    out.print(
+        f"rows: {run.total_rows} · accepted: {run.accepted_rows} · rejected: {run.rejected_rows}"
+    )
+    for reason, count in report.rejected_by_reason.items():
+        out.print(f"  rejected {reason}: {count}")
+    if not report.reused:
+        out.print(f"rejected rows: {report.rejected_file}")
+
+
+@app.command()
+def export(
+    db: DbOption = None,
+    run: RunOption = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for the artifacts [default: LEDGER_OUTPUT_DIR]."),
+    ] = None,
+) -> None:
+    """Write results, pending, rejected, retry rows and checkpoint.json from the ledger."""
+    settings = settings_for(db)
+    ledger = open_for(settings, read_only=True)
+    folder = out_dir or settings.LEDGER_OUTPUT_DIR
+    try:
+        report = guarded(settings, lambda: export_all(ledger, find_run(ledger, run), folder))
+    finally:
+        ledger.dispose()
+    out.print(
+        f"results: {report.results} lines · pending: {report.pending} · "
+        f"rejected: {report.rejected} · retry: {report.retry} → {report.out_dir}"
+    )
+
+
+@app.command()
+def retry(
+    db: DbOption = None,
+    run: RunOption = None,
+    reason: Annotated[
+        list[str] | None,
+        typer.Option("--reason", help="Only pending rows with this reason code (repeatable)."),
+    ] = None,
+    row: Annotated[
+        list[int] | None, typer.Option("--row", help="Only this row_id (repeatable).", min=1)
+    ] = None,
+) -> None:
+    """Put pending rows back to ready, after the cause was fixed; `work` then redoes them."""
+    from ledger.error_handling import PENDING_REASONS
+
+    unknown = sorted(set(reason or ()) - {str(code) for code in PENDING_REASONS})
+    if unknown:
+        raise _fail(f"not a pending reason code: {', '.join(unknown)}", EXIT_USAGE)
+    settings = settings_for(db)
+    ledger = open_for(settings)
+    try:
+        count = guarded(
+            settings,
+            lambda: retry_rows(
+                ledger, find_run(ledger, run).id, reasons=reason or (), row_ids=row or ()
+            ),
+        )
+    finally:
+        ledger.dispose()
+    out.print(f"{count} pending row(s) are ready again: run `ledger work`.")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A read-only SQL query over the ledger's views.")],
+    db: DbOption = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+) -> None:
+    """Run a read-only query over the ledger (see the README for its views)."""
+    settings = settings_for(db)
+    ledger = open_for(settings, read_only=True)
+
+    def run_query() -> tuple[list[str], list[tuple[object, ...]]]:
+        try:
+            with ledger.read() as session:
+                result = session.connection().execute(text(query))
+                if not result.returns_rows:
+                    raise UsageError("the query returned no rows to show")
+                return list(result.keys()), [tuple(row) for row in result]
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise UsageError(f"query failed: {detail}") from None
+
+    try:
+        columns, rows = guarded(settings, run_query)
+    finally:
+        ledger.dispose()
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    out.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

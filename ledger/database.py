@@ -1,0 +1,173 @@
+"""Opening the ledger: engines, connection settings, migrations, and short transactions.
+
+SQLite gets WAL (readers never block the writer), a busy timeout on every connection, and
+`BEGIN IMMEDIATE` for write transactions, which take the write lock before their first read so
+that two writers never deadlock upgrading a read lock. PostgreSQL needs none of that: claims use
+`FOR UPDATE SKIP LOCKED` instead (see state_store).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.error_handling import UsageError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Shipped inside the package (see pyproject.toml), so an installed `ledger` can migrate.
+MIGRATIONS_DIR = str(resources.files("ledger.migrations"))
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """An open ledger: its engine, its dialect, and a session factory."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    write_sessions: sessionmaker[Session]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A short write transaction, committed on exit, rolled back on error."""
+        with self.write_sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read transaction; never takes a write lock."""
+        with self.sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take over transaction control from the sqlite3 module, which would otherwise issue its own
+    # deferred BEGIN and defeat BEGIN IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    try:
+        cursor.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:
+        pass  # a read-only ledger keeps the mode it has
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    if connection.get_execution_options().get("ledger_write"):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+def create_ledger_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for the ledger at `url`, with the connection settings above."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError(f"LEDGER_DATABASE_URL is not a database URL: {url!r}") from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            folder = Path(database).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise UsageError(f"the ledger's folder does not exist: {folder}")
+        if read_only and database and database != ":memory:":
+            path = Path(database).expanduser().resolve()
+            if not path.exists():
+                raise UsageError(f"no ledger at {path}: run `ledger ingest FILE.csv` first")
+            parsed = parsed.set(database=f"file:{path}?mode=ro", query={"uri": "true"})
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    try:
+        engine = create_engine(parsed, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise UsageError(f"unsupported database URL: {parsed.drivername}") from None
+    except ImportError as exc:
+        raise UsageError(
+            f"the driver for {parsed.drivername} is not installed ({exc.name}): "
+            "pip install 'ledger[postgres]'"
+        ) from None
+    if read_only:
+        event.listen(engine, "connect", _postgres_read_only)
+    return engine
+
+
+def _postgres_read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    cursor.close()
+    dbapi_connection.commit()
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS_DIR)
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS_DIR)
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the ledger's schema to the newest migration; a no-op when it is there already."""
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current == head_revision():
+            return
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "head")
+
+
+def open_ledger(url: str, *, read_only: bool = False) -> Ledger:
+    """Open (and, unless read-only, create or upgrade) the ledger at `url`."""
+    engine = create_ledger_engine(url, read_only=read_only)
+    try:
+        if not read_only:
+            migrate(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        raise UsageError(f"cannot open the ledger at {url}: {exc.orig}") from None
+    return Ledger(
+        engine=engine,
+        sessions=sessionmaker(engine, expire_on_commit=False),
+        write_sessions=sessionmaker(
+            engine.execution_options(ledger_write=True), expire_on_commit=False
+        ),
+    )

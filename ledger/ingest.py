@@ -1,0 +1,57 @@
+"""`ledger ingest`: a CSV file becomes a run in the ledger, or is refused whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.config import PIPELINE_VERSION, Settings
+from ledger.data_pipeline import file_sha256, read_rows
+from ledger.database import Ledger
+from ledger.error_handling import InputFileError
+from ledger.state_store import RunInfo, find_run_by_hash, rejection_counts, store_run
+from ledger.writers import write_rejected
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    run: RunInfo
+    reused: bool
+    rejected_by_reason: dict[str, int]
+    rejected_file: Path
+
+
+def ingest_file(ledger: Ledger, path: Path, settings: Settings) -> IngestReport:
+    """Ingest `path` as a new run (or find the run its bytes already made) and write
+    `rejected_rows.csv`. Raises InputFileError, with nothing stored, for a file that cannot be
+    ingested at all."""
+    if not path.is_file():
+        raise InputFileError(f"no such file: {path}")
+    input_hash = file_sha256(path)
+    out_dir = settings.LEDGER_OUTPUT_DIR
+    existing = find_run_by_hash(ledger, input_hash)
+    if existing is not None:
+        return IngestReport(
+            run=existing,
+            reused=True,
+            rejected_by_reason=rejection_counts(ledger, existing.id),
+            rejected_file=out_dir / "rejected_rows.csv",
+        )
+    headers, rows, dedupe = read_rows(path, max_rows=settings.MAX_ROWS)
+    run = store_run(
+        ledger,
+        input_hash=input_hash,
+        file_name=path.name,
+        pipeline_version=PIPELINE_VERSION,
+        batch_size=settings.BATCH_SIZE,
+        headers=headers,
+        rows=rows,
+        locations=dedupe.location_specs,
+    )
+    write_rejected(ledger, run, out_dir)
+    return IngestReport(
+        run=run,
+        reused=False,
+        rejected_by_reason=rejection_counts(ledger, run.id),
+        rejected_file=out_dir / "rejected_rows.csv",
+    )

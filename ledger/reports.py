@@ -1,0 +1,159 @@
+"""Read-only queries behind the artifacts and `ledger status`.
+
+Each runs in a read transaction, so it never blocks a worker (SQLite WAL readers see the last
+committed state while a writer works). Results stream in `row_id` order, never whole in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy import case, func, select
+
+from ledger.database import Ledger
+from ledger.models import STEP_NAMES, TERMINAL_ROW_STATUSES, Row, StepRecord
+from ledger.state_store import iso
+
+STREAM_CHUNK = 2000
+_STEP_ORDER = case({name: index for index, name in enumerate(STEP_NAMES)}, value=StepRecord.step)
+
+
+def result_lines(ledger: Ledger, run_id: int) -> Iterator[tuple[object, ...]]:
+    """One line per recorded step of each success row (SPEC results.csv)."""
+    with ledger.read() as session:
+        query = (
+            select(
+                StepRecord.updated_at,
+                Row.batch_id,
+                Row.row_id,
+                StepRecord.entity_type,
+                StepRecord.entity_key,
+                StepRecord.step,
+                StepRecord.status,
+                StepRecord.http_status,
+                StepRecord.message,
+                StepRecord.remote_id,
+            )
+            .join(Row, Row.id == StepRecord.row_pk)
+            .where(
+                Row.run_id == run_id,
+                Row.status == "success",
+                StepRecord.status.in_(("created", "updated", "unchanged")),
+            )
+            .order_by(Row.row_id, _STEP_ORDER)
+            .execution_options(yield_per=STREAM_CHUNK)
+        )
+        for line in session.execute(query):
+            yield (iso(line[0]), *line[1:])
+
+
+def pending_lines(ledger: Ledger, run_id: int) -> Iterator[tuple[object, ...]]:
+    """One line per pending row, for the step that stopped it."""
+    with ledger.read() as session:
+        query = (
+            select(
+                Row.finished_at,
+                Row.updated_at,
+                Row.batch_id,
+                Row.row_id,
+                StepRecord.entity_type,
+                StepRecord.entity_key,
+                Row.reason_step,
+                Row.reason_code,
+                Row.reason_message,
+                Row.http_status,
+                Row.raw_json,
+                Row.email,
+                Row.location_name,
+            )
+            .outerjoin(
+                StepRecord,
+                (StepRecord.row_pk == Row.id) & (StepRecord.step == Row.reason_step),
+            )
+            .where(Row.run_id == run_id, Row.status == "pending")
+            .order_by(Row.row_id)
+            .execution_options(yield_per=STREAM_CHUNK)
+        )
+        for line in session.execute(query):
+            (finished, updated, batch_id, row_id, entity_type, entity_key, step, code) = line[:8]
+            message, http_status, raw, email, location = line[8:]
+            if entity_type is None:
+                entity_type, entity_key = _entity_of(step, email, location)
+            yield (
+                iso(finished or updated),
+                batch_id,
+                row_id,
+                entity_type,
+                entity_key,
+                step,
+                code,
+                message,
+                http_status,
+                raw,
+            )
+
+
+def _entity_of(step: str | None, email: str | None, location: str | None) -> tuple[str, str]:
+    if step in ("location", "calling"):
+        return "location", location or ""
+    if step == "settings":
+        return "settings", email or ""
+    return "user", email or ""
+
+
+def rejected_lines(ledger: Ledger, run_id: int) -> Iterator[tuple[object, ...]]:
+    with ledger.read() as session:
+        query = (
+            select(
+                Row.created_at,
+                Row.row_id,
+                Row.reason_code,
+                Row.reason_message,
+                Row.reason_field,
+                Row.raw_json,
+            )
+            .where(Row.run_id == run_id, Row.status == "rejected")
+            .order_by(Row.row_id)
+            .execution_options(yield_per=STREAM_CHUNK)
+        )
+        for line in session.execute(query):
+            yield (iso(line[0]), *line[1:])
+
+
+def retry_lines(
+    ledger: Ledger, run_id: int, headers: Sequence[str]
+) -> Iterator[tuple[object, ...]]:
+    """Pending and rejected rows in the input's own columns, plus their reason code."""
+    with ledger.read() as session:
+        query = (
+            select(Row.raw_json, Row.reason_code)
+            .where(Row.run_id == run_id, Row.status.in_(("pending", "rejected")))
+            .order_by(Row.row_id)
+            .execution_options(yield_per=STREAM_CHUNK)
+        )
+        for raw_json, code in session.execute(query):
+            raw = json.loads(raw_json)
+            yield (*(raw.get(header, "") for header in headers), code)
+
+
+def checkpoint_position(ledger: Ledger, run_id: int) -> tuple[int, int]:
+    """(last_completed_batch_id, last_completed_row_id) as SPEC section 5 defines them."""
+    with ledger.read() as session:
+        first_open = session.scalar(
+            select(func.min(Row.batch_id)).where(
+                Row.run_id == run_id,
+                Row.batch_id.is_not(None),
+                Row.status.not_in(TERMINAL_ROW_STATUSES),
+            )
+        )
+        if first_open is None:
+            last = session.scalar(select(func.max(Row.batch_id)).where(Row.run_id == run_id))
+        else:
+            last = first_open - 1
+        if not last:
+            return 0, 0
+        row_id = session.scalar(
+            select(func.max(Row.row_id)).where(Row.run_id == run_id, Row.batch_id == last)
+        )
+        return int(last), int(row_id or 0)
