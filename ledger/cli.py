@@ -222,6 +222,101 @@ def sql(
     out.print(table)
 
 
+@app.command()
+def work(
+    db: DbOption = None,
+    run: RunOption = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no per-batch lines.")
+    ] = False,
+) -> None:
+    """Provision every ready row of the run against Webex, recording each step as it happens."""
+    settings = settings_for(db)
+    if settings.WEBEX_ACCESS_TOKEN is None or not settings.WEBEX_ACCESS_TOKEN.get_secret_value():
+        raise _fail("WEBEX_ACCESS_TOKEN is not set (the token `work` calls Webex with)", EXIT_USAGE)
+    ledger = open_for(settings)
+    try:
+        code = guarded(settings, lambda: _work(settings, ledger, run, quiet))
+    finally:
+        ledger.dispose()
+    raise typer.Exit(code)
+
+
+def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -> int:
+    import signal
+    import threading
+
+    from ledger.connection_client import WebexClient
+    from ledger.executor import Worker
+    from ledger.logs import configure_logging, shutdown_logging
+    from ledger.progress import make_progress
+    from ledger.state_store import run_is_finished
+
+    run = find_run(ledger, run_id)
+    progress = make_progress("quiet" if quiet else "auto", out)
+    configure_logging(
+        settings.LEDGER_LOG_FILE,
+        run_id=run.id,
+        console_level=logging.CRITICAL if progress_is_live(quiet) else logging.ERROR,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            err.print("ledger: stopping now; the ledger is consistent, `ledger work` resumes")
+            raise SystemExit(EXIT_INTERRUPTED)
+        stop.set()
+        err.print(f"ledger: {signal.Signals(signum).name}: finishing the rows in flight…")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    from ledger.status import run_status
+
+    status = run_status(ledger, run)
+    progress.start(
+        run_id=run.id,
+        total=run.total_rows,
+        success=status.rows.success,
+        pending=status.rows.pending,
+        rejected=status.rows.rejected,
+    )
+    try:
+        with WebexClient(settings) as client:
+            worker = Worker(
+                settings,
+                ledger,
+                client,
+                run,
+                progress=progress,
+                out_dir=settings.LEDGER_OUTPUT_DIR,
+                stop=stop,
+            )
+            report = worker.run()
+    finally:
+        progress.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutdown_logging()
+    out.print(
+        f"run {run.id}: {report.batches} batch(es) · {report.success} success · "
+        f"{report.pending} pending this session · artifacts in {settings.LEDGER_OUTPUT_DIR}"
+    )
+    if report.ended == "breaker":
+        err.print(
+            "ledger: circuit breaker: most rows failed with 401/403. Check WEBEX_ACCESS_TOKEN "
+            "(expired?), its scopes and admin role, the org, and WEBEX_BASE_URL. Unworked rows "
+            "stay ready."
+        )
+        return EXIT_BREAKER
+    if report.ended == "finished" and run_is_finished(ledger, run.id):
+        return EXIT_OK
+    err.print(f"ledger: stopped ({report.ended}) with rows still to do: `ledger work` resumes")
+    return EXIT_INTERRUPTED
+
+
+def progress_is_live(quiet: bool) -> bool:
+    return not quiet and out.is_terminal
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -45,7 +45,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, NoReturn, Self
+from typing import Any, Final, NoReturn, Self, TypedDict
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -89,7 +89,50 @@ class WebexResponse:
     next_url: str | None = None
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
-    def _with_fields(
+    def require_fields(self, *names: str) -> None:
+        require_fields(self.body, *names, response=self)
+
+    def require_str(self, name: str) -> str:
+        return require_str(self.body, name, response=self)
+
+    def require_list(self, key: str) -> list[JsonObject]:
+        return require_list(self.body, key, response=self)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """Counters since the client was built. Wait seconds are summed over all threads."""
+
+    requests_sent: int = 0
+    retries: int = 0
+    status_429: int = 0
+    status_423: int = 0
+    transport_errors: int = 0
+    responses_2xx: int = 0
+    responses_3xx: int = 0
+    responses_4xx: int = 0
+    responses_5xx: int = 0
+    retry_wait_s: float = 0.0
+    throttle_wait_s: float = 0.0
+    rate_limit_per_s: float | None = None
+
+    def as_dict(self) -> dict[str, int | float | None]:
+        return asdict(self)
+
+
+def _unexpected(message: str, response: WebexResponse | None) -> UnexpectedResponseError:
+    if response is None:
+        return UnexpectedResponseError(message)
+    return UnexpectedResponseError(
+        f"{response.method} {response.path}: {message}",
+        http_status=response.status_code,
+        tracking_id=response.tracking_id,
+        method=response.method,
+        path=response.path,
+    )
+
+
+def _with_fields(
     body: Mapping[str, Any] | None, names: tuple[str, ...], response: WebexResponse | None
 ) -> Mapping[str, Any]:
     if body is None:
@@ -381,3 +424,413 @@ class _Counters:
                 throttle_wait_s=round(self._waits["throttle"], 3),
                 rate_limit_per_s=rate,
             )
+
+
+class _ErrorFields(TypedDict):
+    http_status: int
+    error_code: int | None
+    tracking_id: str | None
+    method: str
+    path: str
+
+
+def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> WebexError:
+    detail = redact(str(exc))[:_MESSAGE_LIMIT]
+    message = f"{method} {path}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    error: RetryableError
+    if isinstance(exc, httpx.TimeoutException):
+        error = TimeoutError_(message, method=method, path=path)
+    elif isinstance(exc, httpx.TransportError):
+        error = TransportError(message, method=method, path=path)
+    else:  # a body that cannot be decoded, too many redirects: an answer, but not a usable one
+        return UnexpectedResponseError(message, method=method, path=path)
+    error.maybe_applied = not isinstance(exc, _NOT_SENT)
+    error.__cause__ = exc  # set now so log lines written before the raise can name it
+    return error
+
+
+def _failure(state: RetryCallState) -> BaseException:
+    error = state.outcome.exception() if state.outcome is not None else None
+    if error is None:
+        raise InvariantError("a retry was scheduled without a failure")
+    return error
+
+
+def _failure_label(error: BaseException) -> str:
+    if isinstance(error, WebexError) and error.http_status is not None:
+        return f"HTTP {error.http_status}"
+    cause = error.__cause__
+    return type(cause if cause is not None else error).__name__
+
+
+def _log_fields(error: BaseException) -> dict[str, object]:
+    if not isinstance(error, WebexError):
+        return {}
+    return {
+        "http_status": error.http_status,
+        "error_code": error.error_code,
+        "tracking_id": error.tracking_id,
+        "method": error.method,
+        "path": error.path,
+    }
+
+
+class WebexClient:
+    """The only HTTP client of the project. One instance is shared by all worker threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        max_connections: int | None = None,
+        adaptive_rate_limit: bool = True,
+    ) -> None:
+        token = settings.WEBEX_ACCESS_TOKEN
+        secret = token.get_secret_value().strip() if token is not None else ""
+        if not secret:
+            raise ConfigError("WEBEX_ACCESS_TOKEN is not set")
+        base_url = httpx.URL(settings.WEBEX_BASE_URL.rstrip("/") + "/")
+        if base_url.scheme not in ("http", "https") or not base_url.host:
+            raise ConfigError("invalid WEBEX_BASE_URL: expected an http(s) URL")
+        register_secret(secret)
+        self._settings = settings
+        self._base_url = base_url
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._rng = rng if rng is not None else random.Random()
+        connections = max_connections or settings.LEDGER_CONCURRENCY
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers={
+                "Authorization": f"Bearer {secret}",
+                "Accept": "application/json",
+                "User-Agent": "ledger",
+            },
+            timeout=httpx.Timeout(settings.REQUEST_TIMEOUT_S),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            transport=transport,
+            follow_redirects=False,  # a redirect would carry the token to wherever it points
+        )
+        limiter = AdaptiveRateLimiter(clock=clock) if adaptive_rate_limit else None
+        self._throttle = Throttle(clock=clock, sleep=sleep, limiter=limiter)
+        self._counters = _Counters()
+
+    def __repr__(self) -> str:
+        return f"WebexClient(base_url={str(self._base_url)!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def rate_limiter(self) -> AdaptiveRateLimiter | None:
+        return self._throttle.limiter
+
+    def stats(self) -> ClientStats:
+        limiter = self._throttle.limiter
+        return self._counters.snapshot(limiter.rate if limiter is not None else None)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, QueryValue] | None = None,
+        json: Any = None,
+        ok: Collection[int] = (200,),
+        safe_to_retry: bool | None = None,
+    ) -> WebexResponse:
+        """Send one logical request, retrying what is safe to retry; raise a WebexError.
+
+        `path` is relative to WEBEX_BASE_URL or an absolute URL on the same host (a Link
+        header's next page, sent exactly as given). Query parameters that are None are left
+        out. `safe_to_retry` says whether the request may be resent when its outcome is
+        unknown; by default only POST and PATCH may not.
+        """
+        verb = method.upper()
+        resend_unknown = verb in _SAFE_METHODS if safe_to_retry is None else safe_to_retry
+        target = self._target(path)
+        query = {k: v for k, v in params.items() if v is not None} if params else None
+
+        def worth_retrying(error: BaseException) -> bool:
+            return isinstance(error, RetryableError) and (resend_unknown or not error.maybe_applied)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._settings.MAX_RETRIES + 1),
+            retry=retry_if_exception(worth_retrying),
+            wait=self._tenacity_wait,
+            sleep=self._retry_sleep,
+            before_sleep=self._log_retry,
+            retry_error_callback=self._give_up,
+        )
+        return retrying(self._attempt, verb, target, query, json, frozenset(ok), resend_unknown)
+
+    def compute_backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """The wait after failed try number `attempt` (1-based), capped at RETRY_AFTER_CAP_S."""
+        cap = self._settings.RETRY_AFTER_CAP_S
+        if retry_after is not None:
+            return min(cap, max(0.0, retry_after))
+        exponent = min(max(attempt, 1) - 1, 60)
+        exponential = min(cap, self._settings.RETRY_BACKOFF_S * 2.0**exponent)
+        return exponential * (0.5 + 0.5 * self._rng.random())
+
+    def backoff_wait(self, attempt: int, retry_after: float | None = None) -> float:
+        """Sleep like the client's own retries do (for lookup-then-create loops); return it."""
+        wait = self.compute_backoff(attempt, retry_after)
+        self._retry_sleep(wait)
+        return wait
+
+    def paginate(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, QueryValue] | None = None,
+        items_key: str,
+        max_pages: int = 1000,
+    ) -> Iterator[JsonObject]:
+        """Items of a Link-paged list; more than `max_pages` pages is an error, never a hang."""
+        url, query = path, params
+        seen: set[str] = set()
+        for _ in range(max_pages):
+            page = self.request("GET", url, params=query)
+            items = page.require_list(items_key)
+            yield from items
+            if not items or page.next_url is None:
+                return
+            if page.next_url in seen:
+                raise _unexpected(f"Link next points back to {page.next_url}", page)
+            seen.add(page.next_url)
+            url, query = page.next_url, None
+        raise UnexpectedResponseError(
+            f"GET {path}: more than {max_pages} pages", method="GET", path=path
+        )
+
+    def paginate_offset(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, QueryValue] | None = None,
+        items_key: str,
+        page_size: int = 2000,
+        max_pages: int = 1000,
+    ) -> Iterator[JsonObject]:
+        """Items of a `start`/`max` paged list (`/telephony/config/numbers`), bounded likewise."""
+        start = 0
+        for _ in range(max_pages):
+            page = self.request(
+                "GET", path, params={**(params or {}), "start": start, "max": page_size}
+            )
+            items = page.require_list(items_key)
+            yield from items
+            if len(items) < page_size:
+                return
+            start += len(items)
+        raise UnexpectedResponseError(
+            f"GET {path}: more than {max_pages} pages", method="GET", path=path
+        )
+
+    def _target(self, path: str) -> str:
+        try:
+            url = httpx.URL(path)
+        except httpx.InvalidURL as exc:
+            raise UnexpectedResponseError(f"not a usable URL: {path[:200]}") from exc
+        if not url.is_absolute_url:
+            return path
+        base = self._base_url
+        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+            raise UnexpectedResponseError(
+                f"refusing to send the token to {url.scheme}://{url.host}", path=url.path
+            )
+        return path
+
+    def _attempt(
+        self,
+        method: str,
+        target: str,
+        params: Mapping[str, QueryValue] | None,
+        body: Any,
+        ok: frozenset[int],
+        resend_unknown: bool,
+    ) -> WebexResponse:
+        self._counters.add_wait("throttle", self._throttle.wait_turn())
+        request = self._http.build_request(method, target, params=params, json=body)
+        path = request.url.path
+        self._counters.add("requests_sent")
+        try:
+            response = self._http.send(request)
+        except httpx.HTTPError as exc:
+            self._counters.add("transport_errors")
+            error = _transport_error(exc, method, path)
+            self._note_unknown_outcome(error, resend_unknown)
+            raise error from exc
+        status = response.status_code
+        self._counters.add_status(status)
+        if status in ok:
+            self._on_success()
+            return self._read_success(response, method, path)
+        error = self._status_error(response, method, path, ok)
+        if status in _THROTTLE_STATUSES:
+            self._on_throttled(error)
+        elif status < 500:
+            self._on_success()  # an answer on its merits: the rate was acceptable
+        self._note_unknown_outcome(error, resend_unknown)
+        raise error
+
+    def _read_success(self, response: httpx.Response, method: str, path: str) -> WebexResponse:
+        headers: Mapping[str, str] = MappingProxyType(dict(response.headers.items()))
+        status = response.status_code
+        body: JsonObject | None = None
+        if status != 204 and response.content.strip():
+            problem = None
+            try:
+                parsed = jsonlib.loads(response.content)
+            except ValueError:
+                problem, parsed = "a body that is not JSON", None
+            if problem is None and not isinstance(parsed, dict):
+                problem = "a JSON body that is not an object"
+            if problem is not None or not isinstance(parsed, dict):
+                raise UnexpectedResponseError(
+                    f"{method} {path} answered {status} with {problem}",
+                    http_status=status,
+                    tracking_id=headers.get("trackingid"),
+                    method=method,
+                    path=path,
+                )
+            body = parsed
+        return WebexResponse(
+            status_code=status,
+            body=body,
+            tracking_id=_tracking_id(headers, body),
+            method=method,
+            path=path,
+            next_url=self._next_url(response),
+            headers=headers,
+        )
+
+    @staticmethod
+    def _next_url(response: httpx.Response) -> str | None:
+        url = response.links.get("next", {}).get("url")
+        if not url:
+            return None
+        try:
+            absolute = httpx.URL(url).is_absolute_url
+        except httpx.InvalidURL:
+            return url  # request() refuses it with an UnexpectedResponseError
+        return url if absolute else str(response.request.url.join(url))
+
+    def _status_error(
+        self, response: httpx.Response, method: str, path: str, ok: frozenset[int]
+    ) -> WebexError:
+        status = response.status_code
+        body = _lenient_json(response)
+        reason = response.reason_phrase
+        detail = (webex_error_message(body) or reason)[:_MESSAGE_LIMIT]
+        message = f"{method} {path} answered {status} {reason}".rstrip()
+        if detail and detail != reason:
+            message = f"{message}: {redact(detail)}"
+        fields = _ErrorFields(
+            http_status=status,
+            error_code=webex_error_code(body, response.headers),
+            tracking_id=_tracking_id(response.headers, body),
+            method=method,
+            path=path,
+        )
+        if status in _THROTTLE_STATUSES or status >= 500:
+            retry_after = parse_retry_after(
+                response.headers.get("retry-after"),
+                now=self._wall_clock(),
+                default=self._settings.RETRY_AFTER_DEFAULT_S,
+            )
+            error = RetryableStatusError(message, retry_after=retry_after, **fields)
+            error.maybe_applied = status >= 500  # 429 and 423 refuse the request unapplied
+            return error
+        if 400 <= status < 500:
+            return HTTPStatusError(message, **fields)
+        return UnexpectedResponseError(f"{message}, expected {sorted(ok)}", **fields)
+
+    def _on_throttled(self, error: WebexError) -> None:
+        retry_after = error.retry_after if isinstance(error, RetryableStatusError) else None
+        if retry_after is not None:
+            pause = min(self._settings.RETRY_AFTER_CAP_S, retry_after)
+            self._throttle.pause_all(pause)
+            logger.warning(
+                "pausing every request as Webex asked",
+                extra={"event": "shared_pause", "wait_s": round(pause, 3), **_log_fields(error)},
+            )
+        limiter = self._throttle.limiter
+        if error.http_status == 429 and limiter is not None:
+            before = limiter.rate
+            rate = limiter.on_throttled()
+            if rate != before:
+                logger.warning(
+                    "lowered the request rate after HTTP 429",
+                    extra={"event": "rate_limit_lowered", "rate_per_s": round(rate, 2)},
+                )
+
+    def _on_success(self) -> None:
+        limiter = self._throttle.limiter
+        rate = limiter.on_success() if limiter is not None else None
+        if rate is not None:
+            logger.info(
+                "raised the request rate",
+                extra={"event": "rate_limit_raised", "rate_per_s": round(rate, 2)},
+            )
+
+    def _note_unknown_outcome(self, error: WebexError, resend_unknown: bool) -> None:
+        if isinstance(error, RetryableError) and error.maybe_applied and not resend_unknown:
+            logger.warning(
+                f"not resending after {_failure_label(error)}: the write may have been applied",
+                extra={"event": "request_outcome_unknown", **_log_fields(error)},
+            )
+
+    def _tenacity_wait(self, state: RetryCallState) -> float:
+        error = _failure(state)
+        retry_after = error.retry_after if isinstance(error, RetryableStatusError) else None
+        return self.compute_backoff(state.attempt_number, retry_after)
+
+    def _retry_sleep(self, seconds: float) -> None:
+        self._counters.add_wait("retry", seconds)
+        self._sleep(seconds)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = _failure(state)
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        self._counters.add("retries")
+        logger.warning(
+            f"retrying after {_failure_label(error)}",
+            extra={
+                "event": "request_retry",
+                "attempt": state.attempt_number,
+                "wait_s": round(wait, 3),
+                **_log_fields(error),
+            },
+        )
+
+    def _give_up(self, state: RetryCallState) -> NoReturn:
+        error = _failure(state)
+        if not isinstance(error, RetryableError):
+            raise error
+        logger.error(
+            f"gave up after {state.attempt_number} attempts: {_failure_label(error)}",
+            extra={
+                "event": "retry_exhausted",
+                "attempt": state.attempt_number,
+                **_log_fields(error),
+            },
+        )
+        raise RetryExhaustedError(error, state.attempt_number) from error

@@ -67,7 +67,9 @@ _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
 }
 
 _EMPTY_CONTEXT: Mapping[str, object] = MappingProxyType({})
-_context: ContextVar[Mapping[str, object]] = ContextVar("ledger_log_context", default=_EMPTY_CONTEXT)
+_context: ContextVar[Mapping[str, object]] = ContextVar(
+    "ledger_log_context", default=_EMPTY_CONTEXT
+)
 
 _installed: list[logging.Handler] = []
 _installed_lock = threading.Lock()

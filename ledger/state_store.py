@@ -404,7 +404,10 @@ def record_step(
             session.add(record)
         record.entity_type = outcome.entity_type
         record.entity_key = outcome.entity_key
-        record.status = outcome.status
+        # A failure never hides an unknown outcome: whoever works the row next must still
+        # look up (and wait for Webex's lag) before creating again.
+        if not (outcome.status == "failed" and record.status == "started"):
+            record.status = outcome.status
         record.http_status = outcome.http_status
         record.remote_id = outcome.remote_id or record.remote_id
         record.message = outcome.message
