@@ -58,11 +58,11 @@ class ApiError(Exception):
                 "trackingId": tracking_id,
             }
         if self.shape is ErrorShape.KEYED:
-            code = str(self.error_code) if self.error_code is not None else str(self.status)
+            key_code = str(self.error_code if self.error_code is not None else self.status)
             return {
                 "error": {
                     "key": str(self.status),
-                    "message": [{"description": self.message, "code": code}],
+                    "message": [{"description": self.message, "code": key_code}],
                 },
                 "trackingId": tracking_id,
             }
@@ -123,9 +123,7 @@ def group_not_found() -> ApiError:
 
 def extension_unavailable() -> ApiError:
     """400 errorCode 4202: the extension is already assigned in that location."""
-    return ApiError(
-        400, "The extension is not available.", shape=ErrorShape.CODED, error_code=4202
-    )
+    return ApiError(400, "The extension is not available.", shape=ErrorShape.CODED, error_code=4202)
 
 
 def settings_invalid(message: str) -> ApiError:

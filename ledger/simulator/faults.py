@@ -112,7 +112,7 @@ class FaultInjector:
         return self._config
 
     def reconfigure(self, config: FaultConfig) -> None:
-        """Swap the configuration; a new seed restarts the random sequence, a new rate the bucket."""
+        """Swap the configuration; a new seed restarts the random draws, a new rate the bucket."""
         old = self._config
         self._config = config
         if config.seed != old.seed:

@@ -123,6 +123,7 @@ class OrgStore:
         self.people_by_email: dict[str, str] = {}
         self.numbers: dict[str, NumberRecord] = {}
         self.extension_owner: dict[tuple[str, str], str] = {}
+        self.license_holders: Counter[str] = Counter()
         self.people_created: Counter[str] = Counter()
         self.locations_created: Counter[str] = Counter()
         self.add_license("Webex Calling - Professional", 1_000_000)
@@ -143,15 +144,17 @@ class OrgStore:
 
     def consumed_units(self, license_id: str) -> int:
         """Units in use: the seed count plus every person holding the license."""
-        record = self.licenses[license_id]
-        held = sum(1 for person in self.people.values() if license_id in person.licenses)
-        return record.preconsumed + held
+        return self.licenses[license_id].preconsumed + self.license_holders[license_id]
+
+    def set_licenses(self, person: PersonRecord, licenses: list[str]) -> None:
+        """Replace a person's licenses, keeping the consumed-units counts right."""
+        self.license_holders.subtract(person.licenses)
+        person.licenses = list(licenses)
+        self.license_holders.update(person.licenses)
 
     def is_calling(self, person: PersonRecord) -> bool:
         """A person is a Webex Calling user while holding a calling license."""
-        return any(
-            lic in self.licenses and self.licenses[lic].calling for lic in person.licenses
-        )
+        return any(lic in self.licenses and self.licenses[lic].calling for lic in person.licenses)
 
     def find_locations(self, contains: str | None) -> list[LocationRecord]:
         """Locations whose name contains the text, case-insensitively (as Webex matches)."""
@@ -194,6 +197,7 @@ class OrgStore:
     def remove_person(self, person: PersonRecord) -> None:
         """Delete a person and free what they held."""
         self.release_calling(person)
+        self.set_licenses(person, [])
         del self.people[person.id]
         if self.people_by_email.get(person.email.casefold()) == person.id:
             del self.people_by_email[person.email.casefold()]
@@ -266,23 +270,21 @@ def person_json(store: OrgStore, person: PersonRecord, *, calling_data: bool) ->
     return body
 
 
-def number_entries(store: OrgStore) -> list[dict[str, object]]:
-    """Every entry of GET /telephony/config/numbers: numbers, then extension-only owners."""
-    entries: list[dict[str, object]] = []
-    for record in store.numbers.values():
-        entry: dict[str, object] = {"phoneNumber": record.number}
-        owner = store.people.get(record.owner_id) if record.owner_id else None
-        if owner is not None and owner.extension is not None:
-            entry["extension"] = owner.extension
-        entry.update(_number_common(store, record.location_id, record.state, owner))
-        entries.append(entry)
-    for (location_id, extension), person_id in store.extension_owner.items():
-        person = store.people[person_id]
-        if person.work_number is None:
-            entry = {"extension": extension}
-            entry.update(_number_common(store, location_id, "ACTIVE", person))
-            entries.append(entry)
-    return entries
+def number_entry(store: OrgStore, record: NumberRecord) -> dict[str, object]:
+    """One number of GET /telephony/config/numbers, with its owner's extension if owned."""
+    entry: dict[str, object] = {"phoneNumber": record.number}
+    owner = store.people.get(record.owner_id) if record.owner_id else None
+    if owner is not None and owner.extension is not None:
+        entry["extension"] = owner.extension
+    entry.update(_number_common(store, record.location_id, record.state, owner))
+    return entry
+
+
+def extension_entry(store: OrgStore, location_id: str, person: PersonRecord) -> dict[str, object]:
+    """An extension owned by a person without a number: Webex lists it with no phoneNumber."""
+    entry: dict[str, object] = {"extension": person.extension}
+    entry.update(_number_common(store, location_id, "ACTIVE", person))
+    return entry
 
 
 def _number_common(

@@ -1,0 +1,374 @@
+"""The transport-independent simulator: `Simulator.handle(SimRequest) -> SimResponse | Fault`.
+
+One lock guards the whole state, the counters and the random generator, so the socket server's
+threads and an in-process client see one consistent org. Per /v1 request the order is what a
+client meets in front of and inside Webex: forced auth failure or a bad token (401), the rate
+limit (429), a hang, a random 5xx (nothing applied), the route itself, and after a successful
+write the "applied but answered badly" faults (5xx, dropped connection, 400 on POST /people).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from ledger.simulator import admin, errors, seeding
+from ledger.simulator.bodies import Call, Reply
+from ledger.simulator.errors import ApiError
+from ledger.simulator.faults import FaultConfig, FaultInjector
+from ledger.simulator.messages import Fault, HeaderPairs, SimRequest, SimResponse
+from ledger.simulator.routes import Match, Route, match
+from ledger.simulator.state import OrgStore, location_json, person_json
+from ledger.simulator.transport import mock_transport
+
+JSON_TYPE = ("Content-Type", "application/json;charset=UTF-8")
+UNKNOWN_ROUTE = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """A /v1 request as received, with its outcome: what tests assert client behaviour on."""
+
+    method: str
+    path: str
+    route: str
+    query: tuple[tuple[str, str], ...]
+    body: object
+    status: int | str
+    tracking_id: str
+
+
+class Simulator:
+    """A Webex org in memory that answers the subset of the API `ledger` uses."""
+
+    def __init__(
+        self,
+        *,
+        faults: FaultConfig | None = None,
+        token: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        request_log_size: int = 10_000,
+    ) -> None:
+        """`token`: the only bearer token accepted (None accepts any non-empty one)."""
+        self._lock = threading.RLock()
+        self._clock = clock
+        self._token = token
+        self._injector = FaultInjector(faults or FaultConfig(), clock)
+        self._log: deque[LoggedRequest] = deque(maxlen=request_log_size)
+        self._tracking = itertools.count(1)
+        self._store = OrgStore(self._injector.config.seed, clock)
+        self._by_route: dict[str, Counter[str]] = {}
+        self._total = 0
+        self._writes = 0
+
+    # -- the one entry point -------------------------------------------------------------
+
+    def handle(self, request: SimRequest) -> SimResponse | Fault:
+        """Answer one request (admin paths under /_sim, everything else as Webex would)."""
+        if request.path == "/_sim" or request.path.startswith("/_sim/"):
+            return admin.handle_admin(self, request)
+        with self._lock:
+            tracking_id = self._tracking_id()
+            delay = self._injector.latency_s()
+            found = match(request.method, request.path)
+            route_name = found.route.name if found.route else UNKNOWN_ROUTE
+            outcome = self._answer(request, found, tracking_id, delay)
+            status: int | str = outcome.status if isinstance(outcome, SimResponse) else outcome.kind
+            self._record(request, route_name, status, tracking_id)
+            return outcome
+
+    def transport(self) -> httpx.MockTransport:
+        """An httpx transport to this simulator in-process, for `httpx.Client(transport=...)`."""
+        return mock_transport(self.handle)
+
+    # -- faults, reset and observation -----------------------------------------------------
+
+    @property
+    def faults(self) -> FaultConfig:
+        """The fault configuration in force."""
+        with self._lock:
+            return self._injector.config
+
+    def set_faults(self, config: FaultConfig) -> None:
+        """Swap the fault configuration at run time (a new seed restarts the random sequence)."""
+        with self._lock:
+            self._injector.reconfigure(config)
+
+    def reset(self) -> None:
+        """Empty the org, the counters and the log; rewind the random sequence. Faults stay."""
+        with self._lock:
+            self._store = OrgStore(self._injector.config.seed, self._clock)
+            self._injector.reset()
+            self._log.clear()
+            self._by_route = {}
+            self._total = 0
+            self._writes = 0
+
+    @property
+    def write_count(self) -> int:
+        """POST/PUT/DELETE requests that changed state (including those answered with a fault)."""
+        with self._lock:
+            return self._writes
+
+    @property
+    def total_requests(self) -> int:
+        """Every /v1 request received, whatever its answer."""
+        with self._lock:
+            return self._total
+
+    @property
+    def request_log(self) -> list[LoggedRequest]:
+        """The most recent /v1 requests (bounded by `request_log_size`), oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    def requests_by_route(self) -> dict[str, dict[str, int]]:
+        """Counts per `METHOD /v1/template` (or `unknown`) and status (or `hang`/`drop`)."""
+        with self._lock:
+            return {route: dict(counts) for route, counts in self._by_route.items()}
+
+    def users_by_email(self) -> dict[str, int]:
+        """How many people hold each email now (any value above 1 would be a duplicate)."""
+        with self._lock:
+            return dict(Counter(person.email for person in self._store.people.values()))
+
+    def people_created_by_email(self) -> dict[str, int]:
+        """How many times POST /people created a person per email (seeding not counted).
+
+        Unlike `users_by_email`, a delete does not lower it: a client that created, deleted
+        and created again shows 2 here.
+        """
+        with self._lock:
+            return dict(self._store.people_created)
+
+    def locations_by_name(self) -> dict[str, int]:
+        """How many locations bear each name now."""
+        with self._lock:
+            return dict(Counter(loc.name for loc in self._store.locations.values()))
+
+    def locations_created_by_name(self) -> dict[str, int]:
+        """How many times POST /locations created a location per name (seeding not counted)."""
+        with self._lock:
+            return dict(self._store.locations_created)
+
+    def state_snapshot(self) -> dict[str, object]:
+        """What `GET /_sim/state` answers."""
+        with self._lock:
+            store = self._store
+            return {
+                "users_by_email": self.users_by_email(),
+                "people_created_by_email": dict(store.people_created),
+                "locations_by_name": self.locations_by_name(),
+                "locations_created_by_name": dict(store.locations_created),
+                "counts": {
+                    "people": len(store.people),
+                    "locations": len(store.locations),
+                    "calling_locations": sum(
+                        1 for loc in store.locations.values() if loc.calling_enabled
+                    ),
+                    "numbers": len(store.numbers),
+                },
+                "writes": self._writes,
+                "requests_total": self._total,
+                "requests_by_route": self.requests_by_route(),
+                "faults": self._injector.config.model_dump(),
+            }
+
+    # -- seeding and reading the org directly (for tests of "already exists" paths) --------
+
+    def add_license(self, name: str, total_units: int, consumed_units: int = 0) -> str:
+        """Add a license; returns its id."""
+        with self._lock:
+            return self._store.add_license(name, total_units, consumed_units).id
+
+    def license_id(self, name: str) -> str:
+        """The id of the license with this name (KeyError if none)."""
+        with self._lock:
+            return seeding.license_id(self._store, name)
+
+    def add_location(
+        self,
+        name: str,
+        *,
+        calling: bool = False,
+        numbers: tuple[str, ...] = (),
+        time_zone: str = "America/Chicago",
+        preferred_language: str = "en_us",
+        announcement_language: str = "en_us",
+        address: dict[str, str] | None = None,
+    ) -> str:
+        """Add a location (optionally calling-enabled, with numbers); returns its id."""
+        with self._lock:
+            return seeding.add_location(
+                self._store,
+                name,
+                calling=calling,
+                numbers=numbers,
+                time_zone=time_zone,
+                preferred_language=preferred_language,
+                announcement_language=announcement_language,
+                address=address,
+            )
+
+    def add_numbers(self, location_id: str, numbers: tuple[str, ...]) -> None:
+        """Put numbers in a location's inventory."""
+        with self._lock:
+            seeding.add_numbers(self._store, location_id, numbers)
+
+    def add_person(
+        self,
+        email: str,
+        *,
+        first_name: str = "Test",
+        last_name: str = "User",
+        display_name: str | None = None,
+        location_id: str | None = None,
+        extension: str | None = None,
+        phone_number: str | None = None,
+        license_name: str | None = None,
+    ) -> str:
+        """Add a person, a calling user when given a location and a calling license; their id.
+
+        `license_name` defaults to the Professional calling license when a location is given.
+        Raises ApiError on the same checks as POST /people (taken extension, unknown number...).
+        """
+        with self._lock:
+            return seeding.add_person(
+                self._store,
+                email,
+                first_name=first_name,
+                last_name=last_name,
+                display_name=display_name,
+                location_id=location_id,
+                extension=extension,
+                phone_number=phone_number,
+                license_name=license_name,
+            )
+
+    def person(self, person_id: str) -> dict[str, object] | None:
+        """The person as GET /people/{id}?callingData=true shows it, or None."""
+        with self._lock:
+            record = self._store.people.get(person_id)
+            return None if record is None else person_json(self._store, record, calling_data=True)
+
+    def person_by_email(self, email: str) -> dict[str, object] | None:
+        """The person holding this email (ignoring any lookup delay), or None."""
+        with self._lock:
+            record = self._store.person_by_email(email)
+            return None if record is None else person_json(self._store, record, calling_data=True)
+
+    def location(self, location_id: str) -> dict[str, object] | None:
+        """The location as GET /locations/{id} shows it plus `callingEnabled`, or None."""
+        with self._lock:
+            record = self._store.locations.get(location_id)
+            if record is None:
+                return None
+            return {
+                **location_json(record, self._store.org_id),
+                "callingEnabled": record.calling_enabled,
+            }
+
+    def person_settings(self, person_id: str) -> dict[str, object]:
+        """A person's calling settings: voicemail, callerId choices, callWaiting."""
+        with self._lock:
+            record = self._store.people[person_id]
+            return {
+                "voicemail": dict(record.voicemail),
+                "callerId": dict(record.caller_id),
+                "callWaiting": record.call_waiting,
+            }
+
+    # -- the request pipeline --------------------------------------------------------------
+
+    def _answer(
+        self, request: SimRequest, found: Match, tracking_id: str, delay: float
+    ) -> SimResponse | Fault:
+        injector = self._injector
+        config = injector.config
+        try:
+            if config.auth_failure == 403:
+                raise errors.forbidden()
+            if config.auth_failure == 401 or not self._authorized(request):
+                raise errors.unauthorized()
+            wait = injector.take_token()
+            if wait is not None:
+                raise errors.too_many_requests(injector.retry_after(wait))
+            if injector.chance(config.hang_rate):
+                return Fault("hang", delay_s=delay, hang_s=config.hang_s)
+            if injector.chance(config.error_rate):
+                raise errors.server_error(injector.server_error_status())
+            route = found.route
+            if route is None:
+                if found.path_known:
+                    raise errors.method_not_allowed(request.method)
+                raise errors.unknown_path(request.path)
+            call = Call(self._store, request, found.params, self._clock(), config.lookup_delay_s)
+            reply = route.handler(call)
+            if call.changed:
+                self._writes += 1
+                after = self._after_write(route, reply, tracking_id, delay)
+                if after is not None:
+                    return after
+        except ApiError as error:
+            return self._error_response(error, tracking_id, delay)
+        return self._response(reply, tracking_id, delay)
+
+    def _after_write(
+        self, route: Route, reply: Reply, tracking_id: str, delay: float
+    ) -> SimResponse | Fault | None:
+        """The faults of a write that was applied: the client cannot know that it was."""
+        injector = self._injector
+        config = injector.config
+        if injector.chance(config.write_drop_rate):
+            return Fault("drop", delay_s=delay)
+        if injector.chance(config.write_error_rate):
+            error = errors.server_error(injector.server_error_status())
+            return self._error_response(error, tracking_id, delay)
+        if route.name == "POST /v1/people" and injector.chance(config.people_create_400_rate):
+            error = errors.bad_request("Failed to provision the calling data of the user.")
+            return self._error_response(error, tracking_id, delay)
+        return None
+
+    def _authorized(self, request: SimRequest) -> bool:
+        header = request.header("authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        return self._token is None or token.strip() == self._token
+
+    def _tracking_id(self) -> str:
+        number = next(self._tracking)
+        return "ROUTER_" + str(uuid.UUID(int=number, version=4)).upper()
+
+    def _response(self, reply: Reply, tracking_id: str, delay: float) -> SimResponse:
+        headers: HeaderPairs = (("Trackingid", tracking_id), *reply.headers)
+        if reply.body is None:
+            return SimResponse(reply.status, headers, b"", delay)
+        body = json.dumps(reply.body, separators=(",", ":")).encode()
+        return SimResponse(reply.status, (*headers, JSON_TYPE), body, delay)
+
+    def _error_response(self, error: ApiError, tracking_id: str, delay: float) -> SimResponse:
+        reply = Reply(error.status, error.body(tracking_id), error.response_headers())
+        return self._response(reply, tracking_id, delay)
+
+    def _record(self, request: SimRequest, route: str, status: int | str, tracking: str) -> None:
+        self._total += 1
+        self._by_route.setdefault(route, Counter())[str(status)] += 1
+        if self._log.maxlen:
+            try:
+                body: object = json.loads(request.body) if request.body else None
+            except (ValueError, UnicodeDecodeError):
+                body = request.body.decode("utf-8", "replace")
+            self._log.append(
+                LoggedRequest(
+                    request.method, request.path, route, request.query, body, status, tracking
+                )
+            )
