@@ -30,6 +30,11 @@ PERSON_READ_ONLY = (
     "avatar",
     "xmppFederationJid",
 )
+# Per voicemail section, what only Webex reports (a custom greeting is uploaded, not set).
+VOICEMAIL_READ_ONLY = {
+    "sendBusyCalls": ("greetingUploaded",),
+    "sendUnansweredCalls": ("greetingUploaded", "systemMaxNumberOfRings"),
+}
 ADDRESS_KEYS = {
     "address1": "address1",
     "address2": "address2",
@@ -253,12 +258,13 @@ def voicemail_changes(row: UserRow, remote: JSON) -> JSON | None:
             changed = True
     if not changed:
         return None
-    # Fields only Webex reports (they are not in the PUT body).
+    # Fields only Webex reports: an update must not carry them (wxc_sdk leaves the same out).
     for key in ("voiceMessageForwardingEnabled", "systemMaxNumberOfRings"):
         body.pop(key, None)
-    unanswered = body.get("sendUnansweredCalls")
-    if isinstance(unanswered, dict):
-        unanswered.pop("systemMaxNumberOfRings", None)
+    for section, read_only in VOICEMAIL_READ_ONLY.items():
+        part = body.get(section)
+        if isinstance(part, dict):
+            body[section] = {k: v for k, v in part.items() if k not in read_only}
     return body
 
 

@@ -93,6 +93,9 @@ class RowContext:
     mark_started: Callable[[str], None]
     # Steps an earlier try left `started`: their lookups must allow for Webex's lag.
     unknown_outcome: frozenset[str] = frozenset()
+    # The person id the ledger recorded when the user step succeeded in an earlier session:
+    # the truth for that row, even while the lookup by email does not show the person yet.
+    user_id: str | None = None
     _person: JSON | None = None
     _person_known: bool = False
     observed: dict[str, JSON | None] = field(default_factory=dict)
@@ -491,10 +494,12 @@ def _always(_row: UserRow) -> bool:
 
 
 def _settings_lookup(ctx: RowContext) -> tuple[str, SettingsObserved]:
-    person = ctx.person()
-    if person is None:
-        raise StepPending(ReasonCode.NOT_FOUND, f"{ctx.row.email} was not found for settings")
-    person_id = _id_of(person)
+    person_id = ctx.user_id
+    if person_id is None:
+        person = ctx.person()
+        if person is None:
+            raise StepPending(ReasonCode.NOT_FOUND, f"{ctx.row.email} was not found for settings")
+        person_id = _id_of(person)
     return person_id, lookup_settings(ctx, person_id)
 
 
@@ -540,12 +545,30 @@ def steps_for(row: UserRow) -> list[str]:
 
 
 def find_license(client: WebexClient, wanted: str) -> tuple[str | None, str]:
-    """The calling license's id by name or id, if it has units left; else (None, why)."""
+    """The calling license by name or id: (its id, "") or, when no unit is left, (its id, why);
+    (None, why) when the org has no such license.
+
+    An org often holds several subscriptions under one license name: the first with units left
+    is taken. An exhausted license still has its id returned, because users who already hold
+    it need no new unit (a re-run, or a resumed row, must not fail for want of one).
+    """
+    exhausted: tuple[str, str] | None = None
     for item in client.paginate("/licenses", items_key="items"):
         if item.get("id") == wanted or item.get("name") == wanted:
             license_id = _id_of(item)
             total, consumed = item.get("totalUnits"), item.get("consumedUnits")
             if isinstance(total, int) and isinstance(consumed, int) and consumed >= total:
-                return None, f"license {wanted!r} has no units left ({consumed}/{total})"
+                if exhausted is None:
+                    why = f"license {wanted!r} has no units left ({consumed}/{total})"
+                    exhausted = (license_id, why)
+                continue
             return license_id, ""
+    if exhausted is not None:
+        return exhausted
     return None, f"no license named {wanted!r} in this org"
+
+
+def holds_license(person: JSON | None, license_id: str) -> bool:
+    """Whether a looked-up person already holds the license (and so needs no new unit)."""
+    licenses = person.get("licenses") if person is not None else None
+    return isinstance(licenses, list) and license_id in licenses

@@ -45,6 +45,7 @@ from ledger.state_store import (
     finish_row,
     record_step,
     release_rows,
+    reset_failed_entities,
     save_worker_stats,
     update_entity,
 )
@@ -72,6 +73,7 @@ class LocationOutcome:
     steps: dict[str, registry.Applied] = field(default_factory=dict)
     by_row: int | None = None
     failure: tuple[ReasonCode, str, int | None] | None = None
+    failed_step: str = "location"  # `location` or `calling`: where provisioning stopped
     busy: bool = False
 
 
@@ -132,6 +134,8 @@ class Worker:
         self.breaker = threading.Event()
         self.license_id: str | None = None
         self.license_problem = ""
+        # Why the license could not be looked up (a 401 must reach the circuit breaker as one).
+        self.license_error: WebexError | None = None
 
     # --- the run --------------------------------------------------------------------------
 
@@ -145,6 +149,9 @@ class Worker:
         )
         state = BatchState()
         report = WorkReport(ended="finished")
+        # A location that failed in an earlier session (a 401 before the token was fixed, an
+        # outage) gets one more chance; rows already pending because of it wait for `retry`.
+        reset_failed_entities(self.ledger, self.run_info.id)
         with LeaseKeeper(self.ledger, settings.LEDGER_LEASE_S) as keeper:
             for rows in iterate_batches(
                 self.ledger,
@@ -258,12 +265,14 @@ class Worker:
     # --- shared prerequisites -------------------------------------------------------------
 
     def _refresh_license(self) -> None:
+        self.license_error = None
         try:
             self.license_id, self.license_problem = registry.find_license(
                 self.client, self.settings.WEBEX_CALLING_LICENSE
             )
         except WebexError as error:
             self.license_id, self.license_problem = None, f"license lookup failed: {error}"
+            self.license_error = error
 
     def _ensure_locations(self, rows: list[ClaimedRow]) -> dict[str, LocationOutcome]:
         first_rows: dict[str, int] = {}
@@ -288,6 +297,7 @@ class Worker:
                         entity.http_status,
                     ),
                     by_row=_int(entity.outcome.get("by_row")),
+                    failed_step=_shared_step(entity.outcome.get("failed_step")),
                 )
             if entity.token is not None:
                 return self._provision_location(name, entity, row_id)
@@ -313,6 +323,7 @@ class Worker:
             mark_started=mark_started,
         )
         steps: dict[str, registry.Applied] = {}
+        current = "location"
         with bind_log_context(entity_key=name, row_id=row_id):
             try:
                 location_id = held[0].remote_id
@@ -338,6 +349,7 @@ class Worker:
                     )
                 else:
                     steps["location"] = _applied_from(held[0].outcome.get("location"), location_id)
+                current = "calling"
                 calling = registry.lookup_calling(ctx, location_id)
                 if calling is None:
                     if remote is None:
@@ -357,7 +369,7 @@ class Worker:
             except ClaimLostError:
                 return LocationOutcome(name, None, busy=True)
             except (WebexError, registry.StepPending, InvariantError) as error:
-                failure = _failure_of(error, "location")
+                failure = _failure_of(error, current)
                 logger.error(
                     "location could not be provisioned",
                     extra={
@@ -371,7 +383,7 @@ class Worker:
                     update_entity(
                         self.ledger,
                         held[0],
-                        outcome={"by_row": row_id},
+                        outcome={"by_row": row_id, "failed_step": current},
                         failure=(failure.reason, failure.message, failure.http_status),
                         lease_s=lease,
                     )
@@ -382,6 +394,7 @@ class Worker:
                     None,
                     by_row=row_id,
                     failure=(failure.reason, failure.message, failure.http_status),
+                    failed_step=current,
                 )
 
     # --- one row ----------------------------------------------------------------------------
@@ -396,6 +409,26 @@ class Worker:
                     "claim lost; another worker owns the row", extra={"event": "claim_lost"}
                 )
                 return None
+            except Exception as error:
+                # A bug met by one row (an answer of a shape nobody foresaw, say) must not stop
+                # the other 20,000: the row goes pending `assertion_failure` with the traceback
+                # in the log. If even that cannot be recorded, the ledger itself is in trouble.
+                logger.critical(
+                    f"unexpected error: {type(error).__name__}",
+                    extra={"event": "assertion_failure"},
+                    exc_info=error,
+                )
+                failure = RowFailure(
+                    ReasonCode.ASSERTION_FAILURE,
+                    f"unexpected {type(error).__name__}: {error}"[:500],
+                    None,
+                    "user",
+                )
+                try:
+                    self._record_pending(row, failure, error)
+                except ClaimLostError:
+                    return None
+                return failure
 
     def _row_steps(self, row: ClaimedRow, location: LocationOutcome) -> RowFailure | str:
         lease = self.settings.LEDGER_LEASE_S
@@ -404,6 +437,7 @@ class Worker:
         compensate_id: str | None = None
         try:
             if location.failure is not None:
+                current = location.failed_step
                 reason, message, http_status = location.failure
                 if reason != ReasonCode.LOCATION_UNDEFINED and location.by_row != row.row_id:
                     message = f"location {location.name!r}: {reason}: {message}"
@@ -436,8 +470,11 @@ class Worker:
                 )
                 if status in CHANGED:
                     changed.append(step)
-            if self.license_id is None:
+            license_id = self.license_id
+            if license_id is None:
                 current = "user"
+                if self.license_error is not None:
+                    raise self.license_error
                 raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, self.license_problem)
 
             def mark_started(step: str) -> None:
@@ -450,18 +487,29 @@ class Worker:
                     lease_s=lease,
                 )
 
+            user_done = row.steps.get("user")
+            if user_done is not None and user_done.status not in SUCCESS_STEP_STATUSES:
+                user_done = None
             ctx = registry.RowContext(
                 client=self.client,
                 row=row.user,
                 location_id=location_id,
-                license_id=self.license_id,
+                license_id=license_id,
                 settle_s=self.settings.LOOKUP_SETTLE_S,
                 max_attempts=self.settings.MAX_RETRIES + 1,
                 mark_started=mark_started,
                 unknown_outcome=frozenset(
                     name for name, state in row.steps.items() if state.status == "started"
                 ),
+                user_id=user_done.remote_id if user_done is not None else None,
             )
+            if self.license_problem and user_done is None:
+                # No unit left: only a user who already holds the license can go on. The
+                # lookup is the user step's own (memoised), so this costs no request.
+                current = "user"
+                person = ctx.person(settle="user" in ctx.unknown_outcome)
+                if not registry.holds_license(person, license_id):
+                    raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, self.license_problem)
             for spec in registry.ROW_STEPS:
                 if not spec.applies(row.user):
                     continue
@@ -658,6 +706,10 @@ def _ready(name: str, entity: EntityState) -> LocationOutcome:
         },
         by_row=_int(entity.outcome.get("by_row")),
     )
+
+
+def _shared_step(value: object) -> str:
+    return value if isinstance(value, str) and value in registry.SHARED_STEPS else "location"
 
 
 def _int(value: object) -> int | None:

@@ -443,6 +443,8 @@ def finish_row(
         raise InvariantError("a pending row needs a reason code, and only a pending row")
     now = utcnow()
     with ledger.write() as session:
+        # The claim first: a worker that lost the row must hear that, whatever else is wrong.
+        _fence(session, row, None)
         if status == "success":
             done = dict(
                 session.execute(
@@ -571,12 +573,27 @@ def retry_rows(
             ],
         )
         # Shared entities that failed get another chance along with the rows that needed them.
-        session.execute(
-            update(SharedEntity)
-            .where(SharedEntity.run_id == run_id, SharedEntity.status == "failed")
-            .values(status="new", reason_code=None, reason_message=None, updated_at=now)
-        )
+        _reset_failed_entities(session, run_id, now)
         return len(picked)
+
+
+def _reset_failed_entities(session: Session, run_id: int, now: datetime) -> int:
+    result = session.execute(
+        update(SharedEntity)
+        .where(SharedEntity.run_id == run_id, SharedEntity.status == "failed")
+        .values(status="new", reason_code=None, reason_message=None, updated_at=now)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def reset_failed_entities(ledger: Ledger, run_id: int) -> int:
+    """Let shared entities that failed be provisioned again (a new `work` session, a retry)."""
+    now = utcnow()
+    with ledger.write() as session:
+        count = _reset_failed_entities(session, run_id, now)
+        if count:
+            _event(session, run_id, "entities_reset", detail={"count": count})
+        return count
 
 
 # --- shared entities -------------------------------------------------------------------------
