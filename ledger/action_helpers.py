@@ -224,6 +224,23 @@ def number_entry(items: list[JSON], phone_number: str) -> JSON | None:
     return None
 
 
+def person_has_number(person: JSON, phone_number: str, location_id: str) -> bool:
+    """Whether a calling user in `location_id` already has `phone_number` as work number."""
+    return (
+        person.get("locationId") == location_id
+        and _compact_number(_work_number(person)) == phone_number
+    )
+
+
+def number_entry_of(person: JSON, phone_number: str, location_id: str) -> JSON:
+    """The inventory entry a person's own number implies (owner: that person)."""
+    return {
+        "phoneNumber": phone_number,
+        "location": {"id": location_id},
+        "owner": {"id": person.get("id"), "type": "PEOPLE"},
+    }
+
+
 def number_owner_id(entry: JSON) -> str | None:
     owner = entry.get("owner")
     if isinstance(owner, dict) and owner.get("id"):

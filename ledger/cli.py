@@ -48,10 +48,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="SQLAlchemy URL of the ledger [default: LEDGER_DATABASE_URL]."),
+    typer.Option("--db", help="SQLAlchemy URL of the ledger (default: LEDGER_DATABASE_URL)."),
 ]
 RunOption = Annotated[
-    int | None, typer.Option("--run", help="Run to act on [default: the latest].", min=1)
+    int | None, typer.Option("--run", help="Run to act on (default: the latest).", min=1)
 ]
 T = TypeVar("T")
 
@@ -80,9 +80,8 @@ def guarded(settings: Settings | None, action: Callable[[], T]) -> T:
 
 
 def _log_internal_error(log_file: Path, exc: BaseException) -> None:
-    logging.getLogger("ledger").critical(
-        "internal error", extra={"event": "internal_error"}, exc_info=exc
-    )
+    # Straight to the file: the terminal gets one line, and the traceback (which may show
+    # values the process held) stays out of it.
     try:
         with log_file.open("a", encoding="utf-8") as handle:
             trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -137,7 +136,7 @@ def export(
     run: RunOption = None,
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder for the artifacts [default: LEDGER_OUTPUT_DIR]."),
+        typer.Option("--out", help="Folder for the artifacts (default: LEDGER_OUTPUT_DIR)."),
     ] = None,
 ) -> None:
     """Write results, pending, rejected, retry rows and checkpoint.json from the ledger."""
@@ -313,8 +312,124 @@ def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -
     return EXIT_INTERRUPTED
 
 
+@app.command()
+def demo(
+    folder: Annotated[
+        Path, typer.Option("--dir", help="A new folder for the demo's ledger, CSV and artifacts.")
+    ] = Path("demo"),
+    rows: Annotated[int, typer.Option(help="Rows in the sample CSV.", min=10, max=50_000)] = 2000,
+    profile: Annotated[
+        str, typer.Option(help="Simulator fault profile: none, mild or chaos.")
+    ] = "mild",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Generate a sample CSV, serve the simulator, then ingest, work and export it. No token."""
+    import threading
+
+    from ledger.demo import run_demo
+    from ledger.logs import configure_logging, shutdown_logging
+    from ledger.progress import make_progress
+
+    folder = folder.resolve()
+    if folder.exists() and any(folder.iterdir()):
+        raise _fail(f"{folder} is not empty: give the demo a new folder (--dir)", EXIT_USAGE)
+    folder.mkdir(parents=True, exist_ok=True)
+    configure_logging(folder / "ledger.log", console_level=logging.CRITICAL)
+    stop = threading.Event()
+    import signal
+
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    out.print(f"ledger demo: {rows} rows against the simulator ({profile} faults) in {folder}")
+    try:
+        report = guarded(
+            None,
+            lambda: run_demo(
+                folder / "run",
+                rows=rows,
+                profile=profile,
+                progress=make_progress("quiet" if quiet else "auto", out),
+                stop=stop,
+            ),
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        shutdown_logging()
+    counts = report.status.rows
+    out.print(
+        f"rows: {counts.total} · success: {counts.success} · pending: {counts.pending} · "
+        f"rejected: {counts.rejected} · still to do: {counts.ready + counts.claimed}"
+    )
+    for reason in report.status.pending_reasons:
+        out.print(f"  pending {reason.reason_code}: {reason.count}")
+    out.print(
+        f"requests to the simulator: {report.requests} · duplicate users on it: "
+        f"{report.duplicate_users}"
+    )
+    out.print(f"input:     {report.csv_path}")
+    out.print(
+        f"ledger:    {report.folder / 'ledger.db'}  (try: ledger sql --db "
+        f'sqlite:///{report.folder / "ledger.db"} "SELECT * FROM v_progress")'
+    )
+    out.print(f"artifacts: {report.export.out_dir}")
+    for name in (
+        "results.csv",
+        "pending_rows.csv",
+        "rejected_rows.csv",
+        "checkpoint.json",
+        "retry_rows.csv",
+    ):
+        out.print(f"  {report.export.out_dir / name}")
+    if report.work.ended not in ("finished",):
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _register_simulator() -> None:
+    from ledger.simulator.command import sim_command
+
+    app.command("sim")(sim_command)
+
+
+_register_simulator()
+
+
 def progress_is_live(quiet: bool) -> bool:
     return not quiet and out.is_terminal
+
+
+@app.command()
+def status(
+    db: DbOption = None,
+    run: RunOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a summary.")
+    ] = False,
+) -> None:
+    """Counts per outcome and step, pending reasons, throughput and ETA of a run."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from ledger.status import RunStatus, run_status, status_renderables
+
+    settings = settings_for(db)
+    ledger = open_for(settings, read_only=True)
+
+    def read_status() -> RunStatus:
+        try:
+            info = find_run(ledger, run)
+        except (OperationalError, ProgrammingError) as exc:
+            # A file or database that holds no ledger (the URL may carry a password: not shown).
+            detail = str(exc.orig).splitlines()[0]
+            raise UsageError(f"cannot read a ledger there: {detail}") from None
+        return run_status(ledger, info)
+
+    try:
+        report = guarded(settings, read_status)
+    finally:
+        ledger.dispose()
+    if as_json:
+        typer.echo(report.model_dump_json())
+        return
+    for renderable in status_renderables(report):
+        out.print(renderable)
 
 
 def main() -> None:

@@ -350,9 +350,12 @@ class Worker:
                 else:
                     steps["location"] = _applied_from(held[0].outcome.get("location"), location_id)
                 current = "calling"
-                calling = registry.lookup_calling(ctx, location_id)
+                # A location created a moment ago is not a calling location yet, and the file
+                # gave every value enabling needs: no lookup and no GET of the location.
+                just_created = remote is None and steps["location"].status == "created"
+                calling = None if just_created else registry.lookup_calling(ctx, location_id)
                 if calling is None:
-                    if remote is None:
+                    if remote is None and not just_created:
                         remote = self.client.request("GET", f"/locations/{location_id}").body
                     steps["calling"] = registry.apply_calling(ctx, location_id, remote or {})
                 else:

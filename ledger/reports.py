@@ -1,15 +1,21 @@
 """Read-only queries behind the artifacts and `ledger status`.
 
-Each runs in a read transaction, so it never blocks a worker (SQLite WAL readers see the last
-committed state while a writer works). Results stream in `row_id` order, never whole in memory.
+Every query takes the session of one read transaction (`snapshot`), so that everything read
+for one export or one status comes from the same committed state of the ledger, and never
+blocks a worker (SQLite WAL readers see the last committed state while a writer works).
+Results stream in `row_id` order, never whole in memory.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.orm import Session
 
 from ledger.database import Ledger
 from ledger.models import STEP_NAMES, TERMINAL_ROW_STATUSES, Row, StepRecord
@@ -19,79 +25,100 @@ STREAM_CHUNK = 2000
 _STEP_ORDER = case({name: index for index, name in enumerate(STEP_NAMES)}, value=StepRecord.step)
 
 
-def result_lines(ledger: Ledger, run_id: int) -> Iterator[tuple[object, ...]]:
+def _iso(value: datetime) -> str:
+    # SQLite hands stored UTC back naive: the same text as iso() without its time-zone round
+    # trip, which is called once per line of results.csv.
+    return value.isoformat() + "Z" if value.tzinfo is None else iso(value)
+
+
+@contextmanager
+def snapshot(ledger: Ledger) -> Iterator[Session]:
+    """One read transaction that sees a single committed state for all its queries.
+
+    SQLite holds its read snapshot from the first read to the end of the transaction.
+    PostgreSQL's default (READ COMMITTED) takes a new snapshot per statement, so the
+    transaction asks for REPEATABLE READ, which is still read-only and never blocks writers.
+    """
+    with ledger.read() as session:
+        if not ledger.is_sqlite:
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
+
+
+def _stream(session: Session, query: Select[*tuple[Any, ...]]) -> Iterator[Sequence[Any]]:
+    """Lines in chunks, through Core: no ORM row processing for a hundred thousand lines."""
+    yield from session.connection().execute(query.execution_options(yield_per=STREAM_CHUNK))
+
+
+def result_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:
     """One line per recorded step of each success row (SPEC results.csv)."""
-    with ledger.read() as session:
-        query = (
-            select(
-                StepRecord.updated_at,
-                Row.batch_id,
-                Row.row_id,
-                StepRecord.entity_type,
-                StepRecord.entity_key,
-                StepRecord.step,
-                StepRecord.status,
-                StepRecord.http_status,
-                StepRecord.message,
-                StepRecord.remote_id,
-            )
-            .join(Row, Row.id == StepRecord.row_pk)
-            .where(
-                Row.run_id == run_id,
-                Row.status == "success",
-                StepRecord.status.in_(("created", "updated", "unchanged")),
-            )
-            .order_by(Row.row_id, _STEP_ORDER)
-            .execution_options(yield_per=STREAM_CHUNK)
+    query = (
+        select(
+            StepRecord.updated_at,
+            Row.batch_id,
+            Row.row_id,
+            StepRecord.entity_type,
+            StepRecord.entity_key,
+            StepRecord.step,
+            StepRecord.status,
+            StepRecord.http_status,
+            StepRecord.message,
+            StepRecord.remote_id,
         )
-        for line in session.execute(query):
-            yield (iso(line[0]), *line[1:])
+        .join(Row, Row.id == StepRecord.row_pk)
+        .where(
+            Row.run_id == run_id,
+            Row.status == "success",
+            StepRecord.status.in_(("created", "updated", "unchanged")),
+        )
+        .order_by(Row.row_id, _STEP_ORDER)
+    )
+    for line in _stream(session, query):
+        yield (_iso(line[0]), *line[1:])
 
 
-def pending_lines(ledger: Ledger, run_id: int) -> Iterator[tuple[object, ...]]:
+def pending_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:
     """One line per pending row, for the step that stopped it."""
-    with ledger.read() as session:
-        query = (
-            select(
-                Row.finished_at,
-                Row.updated_at,
-                Row.batch_id,
-                Row.row_id,
-                StepRecord.entity_type,
-                StepRecord.entity_key,
-                Row.reason_step,
-                Row.reason_code,
-                Row.reason_message,
-                Row.http_status,
-                Row.raw_json,
-                Row.email,
-                Row.location_name,
-            )
-            .outerjoin(
-                StepRecord,
-                (StepRecord.row_pk == Row.id) & (StepRecord.step == Row.reason_step),
-            )
-            .where(Row.run_id == run_id, Row.status == "pending")
-            .order_by(Row.row_id)
-            .execution_options(yield_per=STREAM_CHUNK)
+    query = (
+        select(
+            Row.finished_at,
+            Row.updated_at,
+            Row.batch_id,
+            Row.row_id,
+            StepRecord.entity_type,
+            StepRecord.entity_key,
+            Row.reason_step,
+            Row.reason_code,
+            Row.reason_message,
+            Row.http_status,
+            Row.raw_json,
+            Row.email,
+            Row.location_name,
         )
-        for line in session.execute(query):
-            (finished, updated, batch_id, row_id, entity_type, entity_key, step, code) = line[:8]
-            message, http_status, raw, email, location = line[8:]
-            if entity_type is None:
-                entity_type, entity_key = _entity_of(step, email, location)
-            yield (
-                iso(finished or updated),
-                batch_id,
-                row_id,
-                entity_type,
-                entity_key,
-                step,
-                code,
-                message,
-                http_status,
-                raw,
-            )
+        .outerjoin(
+            StepRecord,
+            (StepRecord.row_pk == Row.id) & (StepRecord.step == Row.reason_step),
+        )
+        .where(Row.run_id == run_id, Row.status == "pending")
+        .order_by(Row.row_id)
+    )
+    for line in _stream(session, query):
+        (finished, updated, batch_id, row_id, entity_type, entity_key, step, code) = line[:8]
+        message, http_status, raw, email, location = line[8:]
+        if entity_type is None:
+            entity_type, entity_key = _entity_of(step, email, location)
+        yield (
+            _iso(finished or updated),
+            batch_id,
+            row_id,
+            entity_type,
+            entity_key,
+            step,
+            code,
+            message,
+            http_status,
+            raw,
+        )
 
 
 def _entity_of(step: str | None, email: str | None, location: str | None) -> tuple[str, str]:
@@ -102,58 +129,59 @@ def _entity_of(step: str | None, email: str | None, location: str | None) -> tup
     return "user", email or ""
 
 
-def rejected_lines(ledger: Ledger, run_id: int) -> Iterator[tuple[object, ...]]:
-    with ledger.read() as session:
-        query = (
-            select(
-                Row.created_at,
-                Row.row_id,
-                Row.reason_code,
-                Row.reason_message,
-                Row.reason_field,
-                Row.raw_json,
-            )
-            .where(Row.run_id == run_id, Row.status == "rejected")
-            .order_by(Row.row_id)
-            .execution_options(yield_per=STREAM_CHUNK)
+def rejected_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:
+    query = (
+        select(
+            Row.created_at,
+            Row.row_id,
+            Row.reason_code,
+            Row.reason_message,
+            Row.reason_field,
+            Row.raw_json,
         )
-        for line in session.execute(query):
-            yield (iso(line[0]), *line[1:])
+        .where(Row.run_id == run_id, Row.status == "rejected")
+        .order_by(Row.row_id)
+    )
+    for line in _stream(session, query):
+        yield (_iso(line[0]), *line[1:])
 
 
 def retry_lines(
-    ledger: Ledger, run_id: int, headers: Sequence[str]
+    session: Session, run_id: int, headers: Sequence[str]
 ) -> Iterator[tuple[object, ...]]:
     """Pending and rejected rows in the input's own columns, plus their reason code."""
-    with ledger.read() as session:
-        query = (
-            select(Row.raw_json, Row.reason_code)
-            .where(Row.run_id == run_id, Row.status.in_(("pending", "rejected")))
-            .order_by(Row.row_id)
-            .execution_options(yield_per=STREAM_CHUNK)
+    query = (
+        select(Row.raw_json, Row.reason_code)
+        .where(Row.run_id == run_id, Row.status.in_(("pending", "rejected")))
+        .order_by(Row.row_id)
+    )
+    for raw_json, code in _stream(session, query):
+        raw = json.loads(raw_json)
+        yield (*(raw.get(header, "") for header in headers), code)
+
+
+def checkpoint_position_in(session: Session, run_id: int) -> tuple[int, int]:
+    """(last_completed_batch_id, last_completed_row_id) as SPEC section 5 defines them."""
+    first_open = session.scalar(
+        select(func.min(Row.batch_id)).where(
+            Row.run_id == run_id,
+            Row.batch_id.is_not(None),
+            Row.status.not_in(TERMINAL_ROW_STATUSES),
         )
-        for raw_json, code in session.execute(query):
-            raw = json.loads(raw_json)
-            yield (*(raw.get(header, "") for header in headers), code)
+    )
+    if first_open is None:
+        last = session.scalar(select(func.max(Row.batch_id)).where(Row.run_id == run_id))
+    else:
+        last = first_open - 1
+    if not last:
+        return 0, 0
+    row_id = session.scalar(
+        select(func.max(Row.row_id)).where(Row.run_id == run_id, Row.batch_id == last)
+    )
+    return int(last), int(row_id or 0)
 
 
 def checkpoint_position(ledger: Ledger, run_id: int) -> tuple[int, int]:
-    """(last_completed_batch_id, last_completed_row_id) as SPEC section 5 defines them."""
-    with ledger.read() as session:
-        first_open = session.scalar(
-            select(func.min(Row.batch_id)).where(
-                Row.run_id == run_id,
-                Row.batch_id.is_not(None),
-                Row.status.not_in(TERMINAL_ROW_STATUSES),
-            )
-        )
-        if first_open is None:
-            last = session.scalar(select(func.max(Row.batch_id)).where(Row.run_id == run_id))
-        else:
-            last = first_open - 1
-        if not last:
-            return 0, 0
-        row_id = session.scalar(
-            select(func.max(Row.row_id)).where(Row.run_id == run_id, Row.batch_id == last)
-        )
-        return int(last), int(row_id or 0)
+    """`checkpoint_position_in`, in a read transaction of its own."""
+    with snapshot(ledger) as session:
+        return checkpoint_position_in(session, run_id)

@@ -17,14 +17,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from ledger.config import PIPELINE_VERSION
 from ledger.database import Ledger
 from ledger.reports import (
-    checkpoint_position,
+    checkpoint_position_in,
     pending_lines,
     rejected_lines,
     result_lines,
     retry_lines,
+    snapshot,
 )
 from ledger.state_store import RunInfo, iso
 
@@ -70,12 +73,15 @@ CHECKPOINT_KEYS = (
 ARTIFACTS = ("results.csv", "pending_rows.csv", "rejected_rows.csv", "checkpoint.json")
 RETRY_FILE = "retry_rows.csv"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_FIRST = frozenset(FORMULA_STARTS)
 
 Cell = object
 
 
 def is_plain_e164(text: str) -> bool:
-    return text.startswith("+") and 9 <= len(text) <= 16 and text[1:].isdigit()
+    # ASCII digits only: str.isdigit() also accepts superscripts and Arabic-Indic digits.
+    digits = text[1:]
+    return text.startswith("+") and 8 <= len(digits) <= 15 and digits.isascii() and digits.isdigit()
 
 
 def neutralise(value: Cell) -> str:
@@ -83,7 +89,7 @@ def neutralise(value: Cell) -> str:
     if value is None:
         return ""
     text = str(value)
-    if text.startswith(FORMULA_STARTS) and not is_plain_e164(text):
+    if text and text[0] in _FORMULA_FIRST and not is_plain_e164(text):
         return "'" + text
     return text
 
@@ -106,6 +112,10 @@ def atomic_write_csv(path: Path, columns: Sequence[str], lines: Iterable[Sequenc
     """Write a CSV atomically; returns the number of data lines."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    # The csv module quotes a cell only for the characters of its own line terminator: a bare
+    # carriage return (a raw input cell, a Webex message) would go out unquoted and split the
+    # line for every reader. Such lines are written with every cell quoted.
+    quoting_writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(columns)
     count = 0
     for line in lines:
@@ -113,7 +123,15 @@ def atomic_write_csv(path: Path, columns: Sequence[str], lines: Iterable[Sequenc
             raise ValueError(
                 f"{path.name}: a line has {len(line)} cells for {len(columns)} columns"
             )
-        writer.writerow([neutralise(cell) for cell in line])
+        # Non-negative ints and None need no check; they are a third of all cells.
+        cells = [
+            cell if cell is None or (type(cell) is int and cell >= 0) else neutralise(cell)
+            for cell in line
+        ]
+        if any("\r" in cell for cell in cells if type(cell) is str):
+            quoting_writer.writerow(cells)
+        else:
+            writer.writerow(cells)
         count += 1
     atomic_write_text(path, buffer.getvalue())
     return count
@@ -130,13 +148,23 @@ class ExportReport:
 
 
 def write_rejected(ledger: Ledger, run: RunInfo, out_dir: Path) -> int:
+    with snapshot(ledger) as session:
+        return _write_rejected(session, run, out_dir)
+
+
+def _write_rejected(session: Session, run: RunInfo, out_dir: Path) -> int:
     return atomic_write_csv(
-        out_dir / "rejected_rows.csv", REJECTED_COLUMNS, rejected_lines(ledger, run.id)
+        out_dir / "rejected_rows.csv", REJECTED_COLUMNS, rejected_lines(session, run.id)
     )
 
 
 def checkpoint_document(ledger: Ledger, run: RunInfo) -> dict[str, str | int]:
-    batch_id, row_id = checkpoint_position(ledger, run.id)
+    with snapshot(ledger) as session:
+        return _checkpoint_document(session, run)
+
+
+def _checkpoint_document(session: Session, run: RunInfo) -> dict[str, str | int]:
+    batch_id, row_id = checkpoint_position_in(session, run.id)
     return {
         "input_hash": run.input_hash,
         "pipeline_version": run.pipeline_version or PIPELINE_VERSION,
@@ -147,19 +175,24 @@ def checkpoint_document(ledger: Ledger, run: RunInfo) -> dict[str, str | int]:
 
 
 def export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
-    """Write the four artifacts and the retry file for `run` into `out_dir`."""
-    results = atomic_write_csv(
-        out_dir / "results.csv", RESULTS_COLUMNS, result_lines(ledger, run.id)
-    )
-    pending = atomic_write_csv(
-        out_dir / "pending_rows.csv", PENDING_COLUMNS, pending_lines(ledger, run.id)
-    )
-    rejected = write_rejected(ledger, run, out_dir)
-    retry_columns = [*run.headers, "reason_code"]
-    retry = atomic_write_csv(
-        out_dir / RETRY_FILE, retry_columns, retry_lines(ledger, run.id, run.headers)
-    )
-    checkpoint = checkpoint_document(ledger, run)
+    """Write the four artifacts and the retry file for `run` into `out_dir`.
+
+    All of them are read in one snapshot of the ledger: while workers keep writing, the files
+    still agree with each other (no row in two files or in none, no checkpoint ahead of them).
+    """
+    with snapshot(ledger) as session:
+        results = atomic_write_csv(
+            out_dir / "results.csv", RESULTS_COLUMNS, result_lines(session, run.id)
+        )
+        pending = atomic_write_csv(
+            out_dir / "pending_rows.csv", PENDING_COLUMNS, pending_lines(session, run.id)
+        )
+        rejected = _write_rejected(session, run, out_dir)
+        retry_columns = [*run.headers, "reason_code"]
+        retry = atomic_write_csv(
+            out_dir / RETRY_FILE, retry_columns, retry_lines(session, run.id, run.headers)
+        )
+        checkpoint = _checkpoint_document(session, run)
     atomic_write_text(
         out_dir / "checkpoint.json", json.dumps(checkpoint, indent=2, sort_keys=False) + "\n"
     )
