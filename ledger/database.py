@@ -9,6 +9,7 @@ that two writers never deadlock upgrading a read lock. PostgreSQL needs none of 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,14 +21,22 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    IntegrityError,
+    NoSuchModuleError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.error_handling import UsageError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any fixed number: the PostgreSQL advisory lock that serializes migrations ("ledger" in hex).
+MIGRATION_LOCK_KEY = 0x6C6564676572
+_MIGRATION_LOCK = threading.Lock()
 # Shipped inside the package (see pyproject.toml), so an installed `ledger` can migrate.
 MIGRATIONS_DIR = str(resources.files("ledger.migrations"))
 
@@ -111,6 +120,10 @@ def create_ledger_engine(url: str, *, read_only: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise UsageError(
+            f"unsupported database {parsed.drivername!r}: the ledger is SQLite or PostgreSQL"
+        )
     try:
         engine = create_engine(parsed, pool_pre_ping=True)
     except NoSuchModuleError:
@@ -146,24 +159,68 @@ def head_revision() -> str | None:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the ledger's schema to the newest migration; a no-op when it is there already."""
+    """Bring the ledger's schema to the newest migration; a no-op when it is there already.
+
+    Workers started together on an empty ledger all get here: one migrates while the others
+    wait for its lock (SQLite's write lock, a PostgreSQL advisory lock), then find it done.
+    """
+    head = head_revision()
+    with engine.connect() as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return
+    # Alembic's `context` is process-global: one migration at a time in this process too.
+    with _MIGRATION_LOCK, engine.execution_options(ledger_write=True).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return
+        command.upgrade(_alembic_config(connection), "head")
+
+
+def shown_url(url: str) -> str:
+    """The URL for a message: never with its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "the configured URL"
+
+
+def _check_schema(engine: Engine, url: str) -> None:
+    """A read-only ledger cannot be migrated: refuse one that is not at head."""
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
-        if current == head_revision():
-            return
-    with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), "head")
+    head = head_revision()
+    if current is None:
+        raise UsageError(f"no ledger at {shown_url(url)}: run `ledger ingest FILE.csv` first")
+    if current != head:
+        raise UsageError(
+            f"the ledger at {shown_url(url)} has schema {current}, this version needs {head}: "
+            "run `ledger ingest` (or any command that writes) to upgrade it"
+        )
 
 
 def open_ledger(url: str, *, read_only: bool = False) -> Ledger:
     """Open (and, unless read-only, create or upgrade) the ledger at `url`."""
     engine = create_ledger_engine(url, read_only=read_only)
     try:
-        if not read_only:
+        if read_only:
+            _check_schema(engine, url)
+        else:
             migrate(engine)
-    except OperationalError as exc:
+    except IntegrityError:
         engine.dispose()
-        raise UsageError(f"cannot open the ledger at {url}: {exc.orig}") from None
+        raise  # a migration that breaks a constraint is ledger's bug, not the user's
+    except DatabaseError as exc:
+        # Cannot connect, not a database ("file is not a database"), no permission to create
+        # tables (PostgreSQL 15+ on `public`), locked, read-only...
+        engine.dispose()
+        detail = " ".join(str(exc.orig).split())
+        raise UsageError(f"cannot open the ledger at {shown_url(url)}: {detail}") from None
+    except UsageError:
+        engine.dispose()
+        raise
     return Ledger(
         engine=engine,
         sessions=sessionmaker(engine, expire_on_commit=False),

@@ -8,7 +8,7 @@ from pathlib import Path
 from ledger.config import PIPELINE_VERSION, Settings
 from ledger.data_pipeline import file_sha256, read_rows
 from ledger.database import Ledger
-from ledger.error_handling import InputFileError
+from ledger.error_handling import ConfigError, InputFileError
 from ledger.state_store import RunInfo, find_run_by_hash, rejection_counts, store_run
 from ledger.writers import write_rejected
 
@@ -26,7 +26,8 @@ def ingest_file(ledger: Ledger, path: Path, settings: Settings) -> IngestReport:
     `rejected_rows.csv`. Raises InputFileError, with nothing stored, for a file that cannot be
     ingested at all."""
     if not path.is_file():
-        raise InputFileError(f"no such file: {path}")
+        what = "not a regular file" if path.exists() else "no such file"
+        raise InputFileError(f"{what}: {path}")
     input_hash = file_sha256(path)
     out_dir = settings.LEDGER_OUTPUT_DIR
     existing = find_run_by_hash(ledger, input_hash)
@@ -37,6 +38,13 @@ def ingest_file(ledger: Ledger, path: Path, settings: Settings) -> IngestReport:
             rejected_by_reason=rejection_counts(ledger, existing.id),
             rejected_file=out_dir / "rejected_rows.csv",
         )
+    # Before the run is stored: once it is, the same file only ever finds it again.
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"LEDGER_OUTPUT_DIR {out_dir} cannot be used as a folder: {exc.strerror}"
+        ) from None
     headers, rows, dedupe = read_rows(path, max_rows=settings.MAX_ROWS)
     run = store_run(
         ledger,

@@ -25,6 +25,7 @@ from ledger.error_handling import ClaimLostError, InvariantError, ReasonCode, Us
 from ledger.models import (
     STEP_NAMES,
     TERMINAL_ROW_STATUSES,
+    Base,
     Event,
     Row,
     Run,
@@ -35,6 +36,8 @@ from ledger.models import (
 
 SUCCESS_STEP_STATUSES = frozenset({"created", "updated", "unchanged", "skipped"})
 INSERT_CHUNK = 1000
+# Core, not ORM, for the bulk insert of an ingest: a third of the time for 21,000 rows.
+ROWS_INSERT = insert(Base.metadata.tables["rows"])
 
 
 def utcnow() -> datetime:
@@ -245,10 +248,10 @@ def store_run(
                 rejected += 1
             chunk.append(values)
             if len(chunk) >= INSERT_CHUNK:
-                session.execute(insert(Row), chunk)
+                session.connection().execute(ROWS_INSERT, chunk)
                 chunk = []
         if chunk:
-            session.execute(insert(Row), chunk)
+            session.connection().execute(ROWS_INSERT, chunk)
         run.total_rows = accepted + rejected
         run.accepted_rows = accepted
         run.rejected_rows = rejected
