@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +26,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ledger.config import Settings, load_settings
 from ledger.database import Ledger, open_ledger
+from ledger.demo import run_demo
 from ledger.error_handling import UsageError
+from ledger.executor import work_run
 from ledger.ingest import ingest_file
-from ledger.state_store import find_run, retry_rows
+from ledger.logs import configure_logging, shutdown_logging
+from ledger.progress import make_progress
+from ledger.state_store import find_run, retry_rows, run_is_finished
 from ledger.writers import export_all
 
 EXIT_OK = 0
@@ -242,15 +248,6 @@ def work(
 
 
 def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -> int:
-    import signal
-    import threading
-
-    from ledger.connection_client import WebexClient
-    from ledger.executor import Worker
-    from ledger.logs import configure_logging, shutdown_logging
-    from ledger.progress import make_progress
-    from ledger.state_store import run_is_finished
-
     run = find_run(ledger, run_id)
     progress = make_progress("quiet" if quiet else "auto", out)
     configure_logging(
@@ -268,30 +265,9 @@ def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -
         err.print(f"ledger: {signal.Signals(signum).name}: finishing the rows in flight…")
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    from ledger.status import run_status
-
-    status = run_status(ledger, run)
-    progress.start(
-        run_id=run.id,
-        total=run.total_rows,
-        success=status.rows.success,
-        pending=status.rows.pending,
-        rejected=status.rows.rejected,
-    )
     try:
-        with WebexClient(settings) as client:
-            worker = Worker(
-                settings,
-                ledger,
-                client,
-                run,
-                progress=progress,
-                out_dir=settings.LEDGER_OUTPUT_DIR,
-                stop=stop,
-            )
-            report = worker.run()
+        report = work_run(settings, ledger, run, progress=progress, stop=stop)
     finally:
-        progress.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         shutdown_logging()
@@ -324,20 +300,12 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Generate a sample CSV, serve the simulator, then ingest, work and export it. No token."""
-    import threading
-
-    from ledger.demo import run_demo
-    from ledger.logs import configure_logging, shutdown_logging
-    from ledger.progress import make_progress
-
     folder = folder.resolve()
     if folder.exists() and any(folder.iterdir()):
         raise _fail(f"{folder} is not empty: give the demo a new folder (--dir)", EXIT_USAGE)
     folder.mkdir(parents=True, exist_ok=True)
     configure_logging(folder / "ledger.log", console_level=logging.CRITICAL)
     stop = threading.Event()
-    import signal
-
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     out.print(f"ledger demo: {rows} rows against the simulator ({profile} faults) in {folder}")
     try:

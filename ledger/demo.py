@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.config import Settings, load_settings
-from ledger.connection_client import WebexClient
 from ledger.database import open_ledger
 from ledger.error_handling import UsageError
-from ledger.executor import Worker, WorkReport
+from ledger.executor import WorkReport, work_run
 from ledger.ingest import IngestReport, ingest_file
 from ledger.progress import ProgressSink
 from ledger.simulator.core import Simulator
@@ -75,27 +74,7 @@ def run_demo(
         ledger = open_ledger(settings.LEDGER_DATABASE_URL)
         try:
             ingest = ingest_file(ledger, csv_path, settings)
-            before = run_status(ledger, ingest.run)
-            progress.start(
-                run_id=ingest.run.id,
-                total=ingest.run.total_rows,
-                success=before.rows.success,
-                pending=before.rows.pending,
-                rejected=before.rows.rejected,
-            )
-            try:
-                with WebexClient(settings) as client:
-                    work = Worker(
-                        settings,
-                        ledger,
-                        client,
-                        ingest.run,
-                        progress=progress,
-                        out_dir=settings.LEDGER_OUTPUT_DIR,
-                        stop=stop,
-                    ).run()
-            finally:
-                progress.stop()
+            work = work_run(settings, ledger, ingest.run, progress=progress, stop=stop)
             export = export_all(ledger, ingest.run, settings.LEDGER_OUTPUT_DIR)
             status = run_status(ledger, ingest.run)
         finally:

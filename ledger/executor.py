@@ -669,6 +669,40 @@ class Worker:
             )
 
 
+def work_run(
+    settings: Settings,
+    ledger: Ledger,
+    run: RunInfo,
+    *,
+    progress: ProgressSink,
+    stop: threading.Event | None = None,
+) -> WorkReport:
+    """What `ledger work` does once its settings, ledger and run are known (the demo too)."""
+    from ledger.status import run_status
+
+    counts = run_status(ledger, run).rows
+    progress.start(
+        run_id=run.id,
+        total=run.total_rows,
+        success=counts.success,
+        pending=counts.pending,
+        rejected=counts.rejected,
+    )
+    try:
+        with WebexClient(settings) as client:
+            return Worker(
+                settings,
+                ledger,
+                client,
+                run,
+                progress=progress,
+                out_dir=settings.LEDGER_OUTPUT_DIR,
+                stop=stop,
+            ).run()
+    finally:
+        progress.stop()
+
+
 def _failure_of(error: Exception, step: str) -> RowFailure:
     if isinstance(error, registry.StepPending):
         return RowFailure(error.reason, error.message, error.http_status, step)
