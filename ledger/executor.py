@@ -663,6 +663,8 @@ class Worker:
     def _refresh_artifacts(self) -> None:
         try:
             export_all(self.ledger, self.run_info, self.out_dir)
+        except InvariantError as error:
+            logger.critical(str(error), extra={"event": "assertion_failure", "step": "export"})
         except OSError as error:
             logger.error(
                 f"artifacts not written: {error.strerror}", extra={"event": "export_failed"}

@@ -185,3 +185,16 @@ def checkpoint_position(ledger: Ledger, run_id: int) -> tuple[int, int]:
     """`checkpoint_position_in`, in a read transaction of its own."""
     with snapshot(ledger) as session:
         return checkpoint_position_in(session, run_id)
+
+
+def outcome_counts(session: Session, run_id: int) -> dict[str, int]:
+    """Rows of the run per terminal outcome (0 where none)."""
+    counts = dict.fromkeys(("success", "pending", "rejected"), 0)
+    query = (
+        select(Row.status, func.count())
+        .where(Row.run_id == run_id, Row.status.in_(tuple(counts)))
+        .group_by(Row.status)
+    )
+    for status, count in session.execute(query):
+        counts[str(status)] = int(count)
+    return counts

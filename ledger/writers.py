@@ -13,7 +13,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +21,10 @@ from sqlalchemy.orm import Session
 
 from ledger.config import PIPELINE_VERSION
 from ledger.database import Ledger
+from ledger.error_handling import InvariantError
 from ledger.reports import (
     checkpoint_position_in,
+    outcome_counts,
     pending_lines,
     rejected_lines,
     result_lines,
@@ -174,6 +176,16 @@ def _checkpoint_document(session: Session, run: RunInfo) -> dict[str, str | int]
     }
 
 
+def _noting_row_ids(
+    lines: Iterator[tuple[object, ...]], row_ids: set[int]
+) -> Iterator[tuple[object, ...]]:
+    for line in lines:
+        row_id = line[2]
+        if isinstance(row_id, int):
+            row_ids.add(row_id)
+        yield line
+
+
 def export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
     """Write the four artifacts and the retry file for `run` into `out_dir`.
 
@@ -181,8 +193,11 @@ def export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
     still agree with each other (no row in two files or in none, no checkpoint ahead of them).
     """
     with snapshot(ledger) as session:
+        success_rows: set[int] = set()
         results = atomic_write_csv(
-            out_dir / "results.csv", RESULTS_COLUMNS, result_lines(session, run.id)
+            out_dir / "results.csv",
+            RESULTS_COLUMNS,
+            _noting_row_ids(result_lines(session, run.id), success_rows),
         )
         pending = atomic_write_csv(
             out_dir / "pending_rows.csv", PENDING_COLUMNS, pending_lines(session, run.id)
@@ -193,6 +208,14 @@ def export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
             out_dir / RETRY_FILE, retry_columns, retry_lines(session, run.id, run.headers)
         )
         checkpoint = _checkpoint_document(session, run)
+        expected = outcome_counts(session, run.id)
+    # The writers' invariant (term sheet section 4): every row of the run is in exactly one
+    # file. Checked on every export, under `python -O` too.
+    written = {"success": len(success_rows), "pending": pending, "rejected": rejected}
+    if written != expected:
+        raise InvariantError(
+            f"artifacts disagree with the ledger: wrote {written}, the ledger has {expected}"
+        )
     atomic_write_text(
         out_dir / "checkpoint.json", json.dumps(checkpoint, indent=2, sort_keys=False) + "\n"
     )

@@ -588,3 +588,24 @@ def test_an_export_reads_one_snapshot_while_a_worker_writes(
     results = {int(line["row_id"]) for line in read_csv(out / "results.csv")}
     assert {9, 14} <= results
     assert load_json(out / "checkpoint.json")["last_completed_batch_id"] == 2
+
+
+def test_an_export_that_would_lose_a_row_is_refused(
+    ledger_env: LedgerEnv, mixed: MixedRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writers' invariant is checked on every export, not assumed: a pending row that goes
+    missing from pending_rows.csv (here, a query that drops one) stops the export."""
+    from ledger import writers
+    from ledger.error_handling import InvariantError
+
+    real = writers.pending_lines
+
+    def drop_first(session: Any, run_id: int) -> Any:
+        lines = real(session, run_id)
+        next(lines, None)
+        return lines
+
+    monkeypatch.setattr(writers, "pending_lines", drop_first)
+    with pytest.raises(InvariantError, match="artifacts disagree with the ledger"):
+        writers.export_all(mixed.ledger, mixed.run, ledger_env.root / "broken")
+    assert not (ledger_env.root / "broken" / "checkpoint.json").exists()
