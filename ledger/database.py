@@ -65,6 +65,12 @@ class Ledger:
                 raise
 
     @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A short write transaction on a bare connection, for the per-step hot path."""
+        with self.engine.execution_options(ledger_write=True).begin() as connection:
+            yield connection
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
         """A read transaction; never takes a write lock."""
         with self.sessions() as session:
