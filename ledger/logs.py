@@ -199,6 +199,10 @@ class RepeatSuppressor:
         """The records to write now, in order: summaries that fell due, then maybe `record`."""
         now = self._clock()
         due = self._sweep(now)
+        if record.levelno < logging.WARNING:
+            # Progress lines (batch start and end) are each worth keeping; only problems repeat.
+            due.append(record)
+            return due
         key = _repeat_key(record)
         window = self._windows.get(key)
         if window is not None and now - window.started >= self._window_s:

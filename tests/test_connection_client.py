@@ -820,7 +820,7 @@ def test_repeat_summary_written_at_shutdown(tmp_path: Path) -> None:
 def test_repeat_suppressor_bounds_its_keys() -> None:
     suppressor = RepeatSuppressor(limit=1, window_s=60, clock=lambda: 0.0, max_keys=2)
     for n in range(10):
-        record = logging.makeLogRecord({"msg": f"m{n}", "event": "e"})
+        record = logging.makeLogRecord({"msg": f"m{n}", "event": "e", "levelno": logging.ERROR})
         assert suppressor.admit(record)[-1] is record
 
 
