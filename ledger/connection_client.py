@@ -645,6 +645,8 @@ class WebexClient:
         )
 
     def _target(self, path: str) -> str:
+        if path.startswith("/"):
+            return path  # relative to the base, as every call but a Link next page is
         try:
             url = httpx.URL(path)
         except httpx.InvalidURL as exc:
