@@ -44,6 +44,7 @@ from ledger.state_store import (
     claim_entity,
     finish_row,
     record_step,
+    record_steps,
     release_rows,
     reset_failed_entities,
     save_worker_stats,
@@ -449,16 +450,14 @@ class Worker:
             location_id = location.location_id
             if location_id is None:
                 raise InvariantError("a location without an id reached a row")
+            shared: list[StepOutcome] = []
             for step in registry.SHARED_STEPS:
-                current = step
                 if row.steps.get(step) and row.steps[step].status in SUCCESS_STEP_STATUSES:
                     continue
                 applied = location.steps.get(step)
                 mine = applied is not None and location.by_row == row.row_id
                 status = applied.status if mine and applied else "unchanged"
-                record_step(
-                    self.ledger,
-                    row,
+                shared.append(
                     StepOutcome(
                         step=step,
                         status=status,
@@ -468,11 +467,12 @@ class Worker:
                         remote_id=location_id,
                         message=None if mine else "provisioned once for the run",
                         tracking_id=applied.tracking_id if mine and applied else None,
-                    ),
-                    lease_s=lease,
+                    )
                 )
                 if status in CHANGED:
                     changed.append(step)
+            # Both were done by the location's provisioning: one transaction records them.
+            record_steps(self.ledger, row, shared, lease_s=lease)
             license_id = self.license_id
             if license_id is None:
                 current = "user"

@@ -487,56 +487,77 @@ def record_step(
     ledger: Ledger, row: ClaimedRow, outcome: StepOutcome, *, lease_s: float | None = None
 ) -> None:
     """Record one step's state for a claimed row (fenced), with its event."""
-    if outcome.step not in STEP_NAMES:
-        raise InvariantError(f"unknown step {outcome.step!r}")
+    record_steps(ledger, row, [outcome], lease_s=lease_s)
+
+
+def record_steps(
+    ledger: Ledger,
+    row: ClaimedRow,
+    outcomes: Sequence[StepOutcome],
+    *,
+    lease_s: float | None = None,
+) -> None:
+    """Record steps' states for a claimed row in one transaction (fenced), with their events."""
+    if not outcomes:
+        return
+    for outcome in outcomes:
+        if outcome.step not in STEP_NAMES:
+            raise InvariantError(f"unknown step {outcome.step!r}")
     now = utcnow()
-    started = 1 if outcome.status == "started" else 0
     with ledger.write_connection() as connection:
         _fence(connection, row, lease_s)
-        updated = connection.execute(
-            STEP_UPDATE,
+        for outcome in outcomes:
+            _upsert_step(connection, row, outcome, now)
+
+
+def _upsert_step(
+    connection: Connection, row: ClaimedRow, outcome: StepOutcome, now: datetime
+) -> None:
+    started = 1 if outcome.status == "started" else 0
+    updated = connection.execute(
+        STEP_UPDATE,
+        {
+            "b_pk": row.pk,
+            "b_step": outcome.step,
+            "b_entity_type": outcome.entity_type,
+            "b_entity_key": outcome.entity_key,
+            "b_status": outcome.status,
+            "b_http_status": outcome.http_status,
+            "b_remote_id": outcome.remote_id,
+            "b_message": outcome.message,
+            "b_tracking_id": outcome.tracking_id,
+            "b_now": now,
+            "b_started": started,
+        },
+    )
+    if updated.rowcount == 0:
+        connection.execute(
+            STEP_INSERT,
             {
-                "b_pk": row.pk,
-                "b_step": outcome.step,
-                "b_entity_type": outcome.entity_type,
-                "b_entity_key": outcome.entity_key,
-                "b_status": outcome.status,
-                "b_http_status": outcome.http_status,
-                "b_remote_id": outcome.remote_id,
-                "b_message": outcome.message,
-                "b_tracking_id": outcome.tracking_id,
-                "b_now": now,
-                "b_started": started,
+                "row_pk": row.pk,
+                "step": outcome.step,
+                "entity_type": outcome.entity_type,
+                "entity_key": outcome.entity_key,
+                "status": outcome.status,
+                "attempts": started,
+                "http_status": outcome.http_status,
+                "remote_id": outcome.remote_id,
+                "message": outcome.message,
+                "tracking_id": outcome.tracking_id,
+                "updated_at": now,
             },
         )
-        if updated.rowcount == 0:
-            connection.execute(
-                STEP_INSERT,
-                {
-                    "row_pk": row.pk,
-                    "step": outcome.step,
-                    "entity_type": outcome.entity_type,
-                    "entity_key": outcome.entity_key,
-                    "status": outcome.status,
-                    "attempts": started,
-                    "http_status": outcome.http_status,
-                    "remote_id": outcome.remote_id,
-                    "message": outcome.message,
-                    "tracking_id": outcome.tracking_id,
-                    "updated_at": now,
-                },
-            )
-        connection.execute(
-            EVENT_INSERT,
-            _event_values(
-                row.run_id,
-                f"step_{outcome.status}",
-                now,
-                row_pk=row.pk,
-                step=outcome.step,
-                detail={"remote_id": outcome.remote_id, "http_status": outcome.http_status},
-            ),
-        )
+    connection.execute(
+        EVENT_INSERT,
+        _event_values(
+            row.run_id,
+            f"step_{outcome.status}",
+            now,
+            row_pk=row.pk,
+            step=outcome.step,
+            detail={"remote_id": outcome.remote_id, "http_status": outcome.http_status},
+        ),
+    )
 
 
 def finish_row(
