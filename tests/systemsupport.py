@@ -1,0 +1,433 @@
+"""Helpers of the system tests: the simulator on a real socket, `ledger` as a subprocess.
+
+The simulator runs in a thread of the test process (`SimHandle`), listening on 127.0.0.1; its
+admin endpoints (`/_sim/state`, `/_sim/faults`) are called over that socket. `ledger` runs as
+a child process (`python -m ledger.cli ...`) configured only through its environment, in a
+working directory of its own (so no `.env` of the developer's is read). The checks read the
+ledger file with sqlite3 (read-only), the artifacts as CSV, and the simulator's state, and
+fail with a message naming the first rows that break an invariant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.config import Settings
+from ledger.simulator.core import Simulator
+from ledger.simulator.faults import FaultConfig
+from ledger.simulator.server import SimServer, serve
+
+TOKEN = "system-test-token"
+PYTHON = sys.executable
+CONFIG_VARIABLES = frozenset(Settings.model_fields)
+RESULT_STATUSES = frozenset({"created", "updated", "unchanged"})
+EXIT_OK, EXIT_INTERRUPTED = 0, 4
+
+
+# --- the simulator -------------------------------------------------------------------------
+
+
+@dataclass
+class SimHandle:
+    """A simulator served on 127.0.0.1 by a thread of this process."""
+
+    sim: Simulator
+    server: SimServer
+    admin: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admin = httpx.Client(base_url=self.server.origin, timeout=30)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    def state(self) -> dict[str, Any]:
+        """GET /_sim/state over the socket."""
+        response = self.admin.get("/_sim/state")
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def put_faults(self, config: FaultConfig) -> None:
+        """PUT /_sim/faults: replace the whole fault configuration."""
+        response = self.admin.put("/_sim/faults", json=config.model_dump())
+        response.raise_for_status()
+        if response.json() != config.model_dump():
+            raise AssertionError(f"the simulator answered other faults: {response.json()}")
+
+    def patch_faults(self, **fields: object) -> None:
+        """PATCH /_sim/faults: change only these fault settings."""
+        response = self.admin.patch("/_sim/faults", json=fields)
+        response.raise_for_status()
+
+    def close(self) -> None:
+        self.admin.close()
+        self.server.stop()
+
+
+@contextlib.contextmanager
+def running_simulator(faults: FaultConfig | None = None) -> Iterator[SimHandle]:
+    """The simulator on a free port of 127.0.0.1 for the `with` block (token: TOKEN)."""
+    sim = Simulator(faults=faults, token=TOKEN)
+    handle = SimHandle(sim, serve(sim))
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+# --- ledger as a subprocess ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where one ledger lives: its working directory, database, artifacts and log."""
+
+    root: Path
+    db_name: str = "ledger.db"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / self.db_name
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.db_path}"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "ledger.log"
+
+
+def ledger_env(ws: Workspace, base_url: str, **overrides: object) -> dict[str, str]:
+    """The environment of a `ledger` child: the parent's minus every SPEC variable, plus ours.
+
+    Defaults suit a simulator on localhost: a 1 s request timeout (hangs end fast), short
+    backoffs, a 3 s lease. `overrides` (SPEC names) win; None removes a variable.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    values: dict[str, object] = {
+        "WEBEX_BASE_URL": base_url,
+        "WEBEX_ACCESS_TOKEN": TOKEN,
+        "LEDGER_DATABASE_URL": ws.db_url,
+        "LEDGER_OUTPUT_DIR": ws.out_dir,
+        "LEDGER_LOG_FILE": ws.log_file,
+        "REQUEST_TIMEOUT_S": 1,
+        "RETRY_BACKOFF_S": 0.05,
+        "RETRY_AFTER_DEFAULT_S": 0.2,
+        "RETRY_AFTER_CAP_S": 2,
+        "LOOKUP_SETTLE_S": 3,
+        "LEDGER_LEASE_S": 3,
+        "BATCH_SIZE": 250,
+        "LEDGER_CONCURRENCY": 16,
+        **overrides,
+    }
+    for name, value in values.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def ledger_command(*args: str) -> list[str]:
+    return [PYTHON, "-m", "ledger.cli", *args]
+
+
+def run_ledger(
+    ws: Workspace, env: Mapping[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `ledger ARGS` to its end in the workspace; stdout and stderr captured."""
+    ws.root.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        ledger_command(*args),
+        cwd=ws.root,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_ledger(
+    ws: Workspace, env: Mapping[str, str], *args: str, tag: str = "work"
+) -> subprocess.Popen[bytes]:
+    """Start `ledger ARGS` in the background; output goes to files (no pipe can fill up)."""
+    ws.root.mkdir(parents=True, exist_ok=True)
+    stdout = (ws.root / f"{tag}.stdout").open("ab")
+    stderr = (ws.root / f"{tag}.stderr").open("ab")
+    try:
+        return subprocess.Popen(
+            ledger_command(*args), cwd=ws.root, env=dict(env), stdout=stdout, stderr=stderr
+        )
+    finally:
+        stdout.close()
+        stderr.close()
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    return (
+        f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n"
+        f"--- stderr\n{result.stderr[-3000:]}"
+    )
+
+
+def expect_exit(result: subprocess.CompletedProcess[str], code: int) -> None:
+    assert "Traceback" not in result.stderr, describe(result)
+    assert result.returncode == code, describe(result)
+
+
+def ingest(ws: Workspace, env: Mapping[str, str], csv_path: Path) -> None:
+    expect_exit(run_ledger(ws, env, "ingest", str(csv_path)), EXIT_OK)
+
+
+# --- the ledger, read-only -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    row_id: int
+    batch_id: int | None
+    status: str
+    reason_code: str | None
+    reason_message: str | None
+    email: str | None
+    location_name: str | None
+    user: dict[str, Any] | None
+
+
+def read_ledger(ws: Workspace) -> dict[int, LedgerRow]:
+    """Every row of the latest run, by row_id."""
+    with contextlib.closing(sqlite3.connect(f"file:{ws.db_path}?mode=ro", uri=True)) as db:
+        run_id = db.execute("SELECT max(id) FROM runs").fetchone()[0]
+        found = db.execute(
+            "SELECT row_id, batch_id, status, reason_code, reason_message, email, "
+            "location_name, normalized_json FROM rows WHERE run_id = ? ORDER BY row_id",
+            (run_id,),
+        ).fetchall()
+    return {
+        row[0]: LedgerRow(*row[:7], user=json.loads(row[7]) if row[7] else None) for row in found
+    }
+
+
+def read_steps(ws: Workspace) -> dict[int, dict[str, str]]:
+    """Recorded step statuses of the latest run's rows: {row_id: {step: status}}."""
+    with contextlib.closing(sqlite3.connect(f"file:{ws.db_path}?mode=ro", uri=True)) as db:
+        found = db.execute(
+            "SELECT r.row_id, s.step, s.status FROM steps s JOIN rows r ON r.id = s.row_pk "
+            "WHERE r.run_id = (SELECT max(id) FROM runs)"
+        ).fetchall()
+    steps: dict[int, dict[str, str]] = {}
+    for row_id, step, status in found:
+        steps.setdefault(row_id, {})[step] = status
+    return steps
+
+
+def rows_created_despite_an_error(ws: Workspace) -> set[int]:
+    """Rows of the latest run with a step whose create answered badly yet was applied."""
+    with contextlib.closing(sqlite3.connect(f"file:{ws.db_path}?mode=ro", uri=True)) as db:
+        found = db.execute(
+            "SELECT DISTINCT r.row_id FROM steps s JOIN rows r ON r.id = s.row_pk "
+            "WHERE r.run_id = (SELECT max(id) FROM runs) AND s.status = 'created' "
+            "AND s.message LIKE 'created%'"
+        ).fetchall()
+    return {row_id for (row_id,) in found}
+
+
+def write_subset_csv(source: Path, target: Path, row_ids: set[int]) -> int:
+    """Copy the header and the rows with these row_ids (1-based, in file order) to `target`."""
+    with source.open(encoding="utf-8", newline="") as handle:
+        lines = list(csv.reader(handle))
+    kept = [line for row_id, line in enumerate(lines[1:], start=1) if row_id in row_ids]
+    with target.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(lines[0])
+        writer.writerows(kept)
+    return len(kept)
+
+
+def finished_rows(ws: Workspace) -> int:
+    """Rows of the latest run that `work` made terminal (cheap enough to poll)."""
+    with contextlib.closing(sqlite3.connect(f"file:{ws.db_path}?mode=ro", uri=True)) as db:
+        found = db.execute(
+            "SELECT count(*) FROM rows WHERE run_id = (SELECT max(id) FROM runs) "
+            "AND status IN ('success', 'pending')"
+        ).fetchone()
+    return int(found[0])
+
+
+def status_counts(rows: Mapping[int, LedgerRow]) -> Counter[str]:
+    return Counter(row.status for row in rows.values())
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+# --- the input and the artifacts -----------------------------------------------------------
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def input_row_count(csv_path: Path) -> int:
+    return len(read_csv(csv_path))
+
+
+def _unquote(cell: str) -> str:
+    """Undo the leading `'` that neutralises formula-like cells."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def check_artifacts(
+    ws: Workspace, csv_path: Path, rows: Mapping[int, LedgerRow], *, finished: bool = True
+) -> None:
+    """The artifacts agree with the ledger and account for every row of the input.
+
+    Every terminal row is in exactly one of results / pending / rejected (pending and rejected
+    one line each; results one line per step, each step the row needs); rows still open
+    appear in none. With `finished`, no row is open, so the three files partition the input.
+    """
+    total = input_row_count(csv_path)
+    assert sorted(rows) == list(range(1, total + 1)), "the ledger lost or invented rows"
+    results = read_csv(ws.out_dir / "results.csv")
+    pending = read_csv(ws.out_dir / "pending_rows.csv")
+    rejected = read_csv(ws.out_dir / "rejected_rows.csv")
+    pending_ids = [int(line["row_id"]) for line in pending]
+    rejected_ids = [int(line["row_id"]) for line in rejected]
+    assert len(pending_ids) == len(set(pending_ids)), "a row is twice in pending_rows.csv"
+    assert len(rejected_ids) == len(set(rejected_ids)), "a row is twice in rejected_rows.csv"
+    result_steps: dict[int, list[str]] = {}
+    for line in results:
+        assert line["status"] in RESULT_STATUSES, line
+        result_steps.setdefault(int(line["row_id"]), []).append(line["step"])
+    in_results, in_pending, in_rejected = set(result_steps), set(pending_ids), set(rejected_ids)
+    assert not in_results & in_pending, sorted(in_results & in_pending)[:10]
+    assert not in_results & in_rejected, sorted(in_results & in_rejected)[:10]
+    assert not in_pending & in_rejected, sorted(in_pending & in_rejected)[:10]
+    by_status: dict[str, set[int]] = {}
+    for row in rows.values():
+        by_status.setdefault(row.status, set()).add(row.row_id)
+    assert in_results == by_status.get("success", set()), "results.csv ≠ success rows"
+    assert in_pending == by_status.get("pending", set()), "pending_rows.csv ≠ pending rows"
+    assert in_rejected == by_status.get("rejected", set()), "rejected_rows.csv ≠ rejected rows"
+    for row_id, steps in result_steps.items():
+        assert len(steps) == len(set(steps)), f"row {row_id}: a step twice in results.csv"
+        assert steps == needed_steps(rows[row_id]), f"row {row_id}: steps {steps}"
+    for line in pending:
+        row = rows[int(line["row_id"])]
+        assert line["reason_code"] == row.reason_code, line
+    if finished:
+        assert in_results | in_pending | in_rejected == set(range(1, total + 1)), (
+            "some rows are in no artifact: "
+            f"{sorted(set(range(1, total + 1)) - in_results - in_pending - in_rejected)[:10]}"
+        )
+    checkpoint = json.loads((ws.out_dir / "checkpoint.json").read_text(encoding="utf-8"))
+    assert checkpoint["input_hash"] == hashlib.sha256(csv_path.read_bytes()).hexdigest()
+    batches = [row.batch_id for row in rows.values() if row.batch_id is not None]
+    if finished and batches:
+        last_batch = max(batches)
+        assert checkpoint["last_completed_batch_id"] == last_batch, checkpoint
+        assert checkpoint["last_completed_row_id"] == max(
+            row.row_id for row in rows.values() if row.batch_id == last_batch
+        ), checkpoint
+
+
+def needed_steps(row: LedgerRow) -> list[str]:
+    """The steps a success row must show, in order (SPEC section 4)."""
+    user = row.user or {}
+    steps = ["location", "calling"]
+    if user.get("phone_number"):
+        steps.append("number")
+    steps.append("user")
+    if any(
+        user.get(key) is not None
+        for key in ("voicemail_enabled", "call_waiting_enabled", "voicemail_rings", "caller_id")
+    ):
+        steps.append("settings")
+    return steps
+
+
+# --- the simulator's org -------------------------------------------------------------------
+
+
+def check_no_duplicates(state: Mapping[str, Any]) -> None:
+    """No email or location name exists (or was ever created) twice on the simulator."""
+    for key in (
+        "users_by_email",
+        "people_created_by_email",
+        "locations_by_name",
+        "locations_created_by_name",
+    ):
+        twice = {name: count for name, count in state[key].items() if count != 1}
+        assert not twice, f"{key}: {dict(list(twice.items())[:10])}"
+
+
+def _compact(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit() or ch == "+")
+
+
+def check_remote_matches(
+    sim: Simulator, csv_path: Path, rows: Mapping[int, LedgerRow], *, only_success: bool = True
+) -> int:
+    """Each valid row of the CSV exists on the simulator as the CSV says; returns rows checked.
+
+    Compared with the CSV as written (not with the ledger's normalized copy): the email holds
+    exactly one person, in the location the row names, with the row's extension, work number
+    and first name. With `only_success`, rows the ledger has as pending are skipped.
+    """
+    problems: list[str] = []
+    checked = 0
+    for row_id, line in enumerate(read_csv(csv_path), start=1):
+        row = rows[row_id]
+        if row.status == "rejected" or (only_success and row.status != "success"):
+            continue
+        checked += 1
+        email = line["email"].strip().lower()
+        person = sim.person_by_email(email)
+        if person is None:
+            problems.append(f"row {row_id}: {email} does not exist")
+            continue
+        location = sim.location(str(person.get("locationId")))
+        if location is None or location["name"] != line["location_name"]:
+            problems.append(f"row {row_id}: in location {location and location['name']}")
+        if line["extension"] and person.get("extension") != line["extension"]:
+            problems.append(f"row {row_id}: extension {person.get('extension')}")
+        numbers = person.get("phoneNumbers") or []
+        assert isinstance(numbers, list)
+        values = [str(item.get("value")) for item in numbers if isinstance(item, dict)]
+        if line["phone_number"] and _compact(line["phone_number"]) not in values:
+            problems.append(f"row {row_id}: numbers {values}")
+        if line["first_name"] and person.get("firstName") != line["first_name"].strip():
+            problems.append(f"row {row_id}: first name {person.get('firstName')}")
+    assert not problems, f"{len(problems)} rows differ from Webex: {problems[:10]}"
+    return checked
