@@ -133,6 +133,7 @@ class Worker:
         self.stop = stop or threading.Event()
         self.sleep = sleep
         self.breaker = threading.Event()
+        self.keeper: LeaseKeeper | None = None
         self.license_id: str | None = None
         self.license_problem = ""
         # Why the license could not be looked up (a 401 must reach the circuit breaker as one).
@@ -154,6 +155,7 @@ class Worker:
         # outage) gets one more chance; rows already pending because of it wait for `retry`.
         reset_failed_entities(self.ledger, self.run_info.id)
         with LeaseKeeper(self.ledger, settings.LEDGER_LEASE_S) as keeper:
+            self.keeper = keeper
             for rows in iterate_batches(
                 self.ledger,
                 self.run_info.id,
@@ -301,7 +303,13 @@ class Worker:
                     failed_step=_shared_step(entity.outcome.get("failed_step")),
                 )
             if entity.token is not None:
-                return self._provision_location(name, entity, row_id)
+                if self.keeper is not None:
+                    self.keeper.hold(entity.token)
+                try:
+                    return self._provision_location(name, entity, row_id)
+                finally:
+                    if self.keeper is not None:
+                        self.keeper.drop(entity.token)
             if self.stop.wait(BUSY_POLL_S):
                 break
         return LocationOutcome(name, None, busy=True)

@@ -647,15 +647,23 @@ def release_rows(ledger: Ledger, rows: Sequence[ClaimedRow]) -> int:
 
 
 def renew_leases(ledger: Ledger, tokens: Iterable[str], lease_s: float) -> None:
-    """Heartbeat: push out the leases of every row still held under these claim tokens."""
+    """Heartbeat: push out the leases of every row and shared entity held under these tokens."""
     tokens = list(tokens)
     if not tokens:
         return
+    until = utcnow() + timedelta(seconds=lease_s)
     with ledger.write() as session:
         session.execute(
             update(Row)
             .where(Row.claim_token.in_(tokens), Row.status == "claimed")
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+            .values(lease_expires_at=until)
+        )
+        # A location's provisioning can outlast a lease (Retry-After waits, a settling
+        # lookup): while this worker is alive, nobody else may take it over.
+        session.execute(
+            update(SharedEntity)
+            .where(SharedEntity.claim_token.in_(tokens), SharedEntity.status == "claimed")
+            .values(lease_expires_at=until)
         )
 
 
