@@ -281,7 +281,12 @@ class Worker:
         first_rows: dict[str, int] = {}
         for row in rows:
             first_rows.setdefault(row.user.location_name, row.row_id)
-        return {name: self._ensure_location(name, row_id) for name, row_id in first_rows.items()}
+        # Locations are independent of each other: provision them side by side (at Webex's
+        # latency, twenty new locations one after another took most of a first batch).
+        width = max(1, min(self.settings.LEDGER_CONCURRENCY, len(first_rows)))
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="location") as pool:
+            outcomes = pool.map(lambda item: self._ensure_location(*item), first_rows.items())
+            return dict(zip(first_rows, outcomes, strict=True))
 
     def _ensure_location(self, name: str, row_id: int) -> LocationOutcome:
         lease = self.settings.LEDGER_LEASE_S
