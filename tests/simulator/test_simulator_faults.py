@@ -10,22 +10,7 @@ import httpx
 import pytest
 
 from ledger.simulator import PROFILES, Fault, FaultConfig, SimRequest, SimResponse, Simulator
-
-BASE = "http://sim.local/v1"
-AUTH = {"Authorization": "Bearer test-token"}
-LOCATION = {
-    "name": "Austin HQ",
-    "timeZone": "America/Chicago",
-    "preferredLanguage": "en_us",
-    "announcementLanguage": "en_us",
-    "address": {
-        "address1": "100 Congress Ave",
-        "city": "Austin",
-        "state": "TX",
-        "postalCode": "78701",
-        "country": "US",
-    },
-}
+from tests.simulator.support import AUTH, BASE, LOCATION
 
 
 class FakeClock:

@@ -2,43 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from ledger.simulator import Simulator
-from tests.openapi_contract import contract_event_hooks
-from tests.test_simulator import (
-    AUTH,
-    BASE,
+from tests.simulator.support import (
     add_numbers,
     create_location,
     create_user,
     license_id,
     person_body,
 )
-
-
-@pytest.fixture
-def sim() -> Simulator:
-    return Simulator()
-
-
-@pytest.fixture
-def api(sim: Simulator) -> Iterator[httpx.Client]:
-    hooks = contract_event_hooks(skip_if_missing=False)
-    with httpx.Client(
-        transport=sim.transport(), base_url=BASE, headers=AUTH, event_hooks=hooks
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def raw(sim: Simulator) -> Iterator[httpx.Client]:
-    with httpx.Client(transport=sim.transport(), base_url=BASE, headers=AUTH) as client:
-        yield client
-
 
 # -- people --------------------------------------------------------------------------------
 

@@ -19,26 +19,7 @@ from typer.testing import CliRunner
 from ledger.simulator import FaultConfig, Simulator, running_server, serve
 from ledger.simulator.command import sim_command
 from tests.openapi_contract import contract_event_hooks
-
-AUTH = {"Authorization": "Bearer test-token"}
-LOCATION = {
-    "name": "Austin HQ",
-    "timeZone": "America/Chicago",
-    "preferredLanguage": "en_us",
-    "announcementLanguage": "en_us",
-    "address": {
-        "address1": "100 Congress Ave",
-        "city": "Austin",
-        "state": "TX",
-        "postalCode": "78701",
-        "country": "US",
-    },
-}
-
-
-@pytest.fixture
-def sim() -> Simulator:
-    return Simulator()
+from tests.simulator.support import AUTH, LOCATION
 
 
 @pytest.fixture

@@ -7,97 +7,22 @@ OpenAPI files (when present), so these tests also keep the simulator true to the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from ledger.simulator import SimRequest, SimResponse, Simulator
-from tests.openapi_contract import contract_event_hooks
-
-BASE = "http://sim.local/v1"
-AUTH = {"Authorization": "Bearer test-token"}
-ADDRESS = {
-    "address1": "100 Congress Ave",
-    "city": "Austin",
-    "state": "TX",
-    "postalCode": "78701",
-    "country": "US",
-}
-
-
-@pytest.fixture
-def sim() -> Simulator:
-    return Simulator()
-
-
-@pytest.fixture
-def api(sim: Simulator) -> Iterator[httpx.Client]:
-    """A client whose every exchange is checked against the OpenAPI files."""
-    hooks = contract_event_hooks(skip_if_missing=False)
-    with httpx.Client(
-        transport=sim.transport(), base_url=BASE, headers=AUTH, event_hooks=hooks
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def raw(sim: Simulator) -> Iterator[httpx.Client]:
-    """A client without contract checks, for requests that are wrong on purpose."""
-    with httpx.Client(transport=sim.transport(), base_url=BASE, headers=AUTH) as client:
-        yield client
-
-
-def location_body(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "timeZone": "America/Chicago",
-        "preferredLanguage": "en_us",
-        "announcementLanguage": "en_us",
-        "address": dict(ADDRESS),
-    }
-
-
-def create_location(api: httpx.Client, name: str, *, calling: bool = True) -> str:
-    response = api.post("/locations", json=location_body(name))
-    assert response.status_code == 201, response.text
-    location_id: str = response.json()["id"]
-    if calling:
-        enabled = api.post(
-            "/telephony/config/locations", json={"id": location_id, **location_body(name)}
-        )
-        assert enabled.status_code == 201, enabled.text
-    return location_id
-
-
-def license_id(api: httpx.Client, name: str = "Webex Calling - Professional") -> str:
-    items = api.get("/licenses").json()["items"]
-    return next(str(item["id"]) for item in items if item["name"] == name)
-
-
-def person_body(email: str, location_id: str, license: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "emails": [email],
-        "firstName": "Ana",
-        "lastName": "Alvarez",
-        "displayName": "Ana Alvarez",
-        "locationId": location_id,
-        "licenses": [license],
-        **extra,
-    }
-
-
-def add_numbers(api: httpx.Client, location_id: str, *numbers: str) -> httpx.Response:
-    return api.post(
-        f"/telephony/config/locations/{location_id}/numbers",
-        json={"phoneNumbers": list(numbers), "state": "ACTIVE"},
-    )
-
-
-def create_user(api: httpx.Client, body: dict[str, Any]) -> httpx.Response:
-    return api.post("/people", params={"callingData": "true"}, json=body)
-
+from tests.simulator.support import (
+    ADDRESS,
+    AUTH,
+    BASE,
+    add_numbers,
+    create_location,
+    create_user,
+    license_id,
+    location_body,
+    person_body,
+)
 
 # -- cross-cutting -------------------------------------------------------------------------
 
