@@ -42,6 +42,7 @@ from ledger.state_store import (
     RunInfo,
     StepOutcome,
     claim_entity,
+    entity_of_step,
     finish_row,
     record_step,
     record_steps,
@@ -595,6 +596,9 @@ class Worker:
                 "tracking_id": getattr(error, "tracking_id", None),
             },
         )
+        entity_type, entity_key = entity_of_step(
+            failure.step, row.user.email, row.user.location_name
+        )
         try:
             record_step(
                 self.ledger,
@@ -602,12 +606,8 @@ class Worker:
                 StepOutcome(
                     step=failure.step,
                     status="failed",
-                    entity_type="location"
-                    if failure.step in ("location", "calling")
-                    else failure.step,
-                    entity_key=row.user.location_name
-                    if failure.step in ("location", "calling")
-                    else row.user.email,
+                    entity_type=entity_type,
+                    entity_key=entity_key,
                     http_status=failure.http_status,
                     message=failure.message,
                     tracking_id=getattr(error, "tracking_id", None),

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ledger.database import Ledger
 from ledger.models import STEP_NAMES, TERMINAL_ROW_STATUSES, Row, StepRecord
-from ledger.state_store import iso
+from ledger.state_store import entity_of_step, iso
 
 STREAM_CHUNK = 2000
 _STEP_ORDER = case({name: index for index, name in enumerate(STEP_NAMES)}, value=StepRecord.step)
@@ -106,7 +106,7 @@ def pending_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]
         (finished, updated, batch_id, row_id, entity_type, entity_key, step, code) = line[:8]
         message, http_status, raw, email, location = line[8:]
         if entity_type is None:
-            entity_type, entity_key = _entity_of(step, email, location)
+            entity_type, entity_key = entity_of_step(step, email or "", location or "")
         yield (
             _iso(finished or updated),
             batch_id,
@@ -119,14 +119,6 @@ def pending_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]
             http_status,
             raw,
         )
-
-
-def _entity_of(step: str | None, email: str | None, location: str | None) -> tuple[str, str]:
-    if step in ("location", "calling"):
-        return "location", location or ""
-    if step == "settings":
-        return "settings", email or ""
-    return "user", email or ""
 
 
 def rejected_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:

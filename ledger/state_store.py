@@ -63,6 +63,13 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def entity_of_step(step: str | None, email: str, location_name: str) -> tuple[str, str]:
+    """The entity (type, key) a failed step names where it recorded none of its own."""
+    if step in ("location", "calling"):
+        return "location", location_name
+    return step or "user", email
+
+
 def iso(value: datetime) -> str:
     """ISO 8601 UTC with a `Z`: the one format of every timestamp `ledger` writes out."""
     return as_utc(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
