@@ -1,13 +1,16 @@
 """The ledger's tables (SQLAlchemy 2 typed models).
 
-The schema holds the invariants, not only the Python around it: every state is a CHECK, every
-stable key a unique index, every step record and event a foreign key to its row or run. The
-migrations in `migrations/` must produce exactly this schema (a test compares them).
+The schema holds the invariants, not only the Python around it: every state is a CHECK built
+from the enums of `records`, every stable key a unique index, every step record and event a
+foreign key to its row or run. The migrations in `migrations/` must produce exactly this
+schema (a test compares them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     Boolean,
@@ -24,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ledger.records import EntityStatus, RowStatus, StepName, StepStatus
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -32,17 +37,8 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-ROW_STATUSES = ("ready", "claimed", "success", "pending", "rejected")
-TERMINAL_ROW_STATUSES = ("success", "pending", "rejected")
-STEP_NAMES = ("location", "calling", "number", "user", "settings")
-# `started`: the step's write was sent and its outcome is not known yet (a crash, a timeout):
-# whoever works the row next must look up before writing again.
-STEP_STATUSES = ("started", "created", "updated", "unchanged", "skipped", "failed")
-# `new`: named by the file, not provisioned yet; `claimed`: a worker is provisioning it.
-ENTITY_STATUSES = ("new", "claimed", "ready", "failed")
 
-
-def _in(column: str, values: tuple[str, ...]) -> str:
+def _in(column: str, values: Iterable[StrEnum]) -> str:
     quoted = ", ".join(f"'{v}'" for v in values)
     return f"{column} IN ({quoted})"
 
@@ -80,7 +76,7 @@ class Row(Base):
     __tablename__ = "rows"
     __table_args__ = (
         UniqueConstraint("run_id", "row_id"),
-        CheckConstraint(_in("status", ROW_STATUSES), "status"),
+        CheckConstraint(_in("status", RowStatus), "status"),
         CheckConstraint("row_id >= 1", "row_id"),
         CheckConstraint("(status = 'rejected') = (batch_id IS NULL)", "batch_only_for_accepted"),
         CheckConstraint(
@@ -126,8 +122,8 @@ class StepRecord(Base):
     __tablename__ = "steps"
     __table_args__ = (
         UniqueConstraint("row_pk", "step"),
-        CheckConstraint(_in("step", STEP_NAMES), "step"),
-        CheckConstraint(_in("status", STEP_STATUSES), "status"),
+        CheckConstraint(_in("step", StepName), "step"),
+        CheckConstraint(_in("status", StepStatus), "status"),
         CheckConstraint("attempts >= 0", "attempts"),
     )
 
@@ -155,7 +151,7 @@ class SharedEntity(Base):
     __tablename__ = "entities"
     __table_args__ = (
         UniqueConstraint("run_id", "entity_type", "entity_key"),
-        CheckConstraint(_in("status", ENTITY_STATUSES), "status"),
+        CheckConstraint(_in("status", EntityStatus), "status"),
         CheckConstraint("status <> 'ready' OR remote_id IS NOT NULL", "ready_has_id"),
         CheckConstraint(
             "(status = 'claimed') = (claim_token IS NOT NULL AND lease_expires_at IS NOT NULL)",

@@ -18,11 +18,12 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from ledger.database import Ledger
-from ledger.models import STEP_NAMES, TERMINAL_ROW_STATUSES, Row, StepRecord
+from ledger.models import Row, StepRecord
+from ledger.records import TERMINAL_ROW_STATUSES, StepName
 from ledger.state_store import entity_of_step, iso
 
 STREAM_CHUNK = 2000
-_STEP_ORDER = case({name: index for index, name in enumerate(STEP_NAMES)}, value=StepRecord.step)
+_STEP_ORDER = case({name: index for index, name in enumerate(StepName)}, value=StepRecord.step)
 
 
 def _iso(value: datetime) -> str:

@@ -37,8 +37,6 @@ from ledger.data_pipeline import LocationSpec, ParsedRow, UserRow
 from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError, ReasonCode, UsageError
 from ledger.models import (
-    STEP_NAMES,
-    TERMINAL_ROW_STATUSES,
     Base,
     Event,
     Row,
@@ -47,6 +45,7 @@ from ledger.models import (
     StepRecord,
     WorkerStats,
 )
+from ledger.records import TERMINAL_ROW_STATUSES, StepName
 
 SUCCESS_STEP_STATUSES = frozenset({"created", "updated", "unchanged", "skipped"})
 INSERT_CHUNK = 1000
@@ -508,7 +507,7 @@ def record_steps(
     if not outcomes:
         return
     for outcome in outcomes:
-        if outcome.step not in STEP_NAMES:
+        if outcome.step not in set(StepName):
             raise InvariantError(f"unknown step {outcome.step!r}")
     now = utcnow()
     with ledger.write_connection() as connection:

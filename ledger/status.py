@@ -18,8 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ledger.database import Ledger
-from ledger.models import STEP_NAMES, STEP_STATUSES, Row, StepRecord, WorkerStats
+from ledger.models import Row, StepRecord, WorkerStats
 from ledger.progress import format_duration, format_rate
+from ledger.records import StepName, StepStatus
 from ledger.reports import checkpoint_position_in, snapshot
 from ledger.state_store import RunInfo, as_utc, iso, utcnow
 
@@ -164,10 +165,10 @@ def _step_counts(session: Session, run_id: int) -> dict[str, dict[str, int]]:
         )
     }
     steps: dict[str, dict[str, int]] = {}
-    for step in STEP_NAMES:
-        by_status = {s: found[(step, s)] for s in STEP_STATUSES if (step, s) in found}
+    for step in StepName:
+        by_status = {str(s): found[(step, s)] for s in StepStatus if (step, s) in found}
         if by_status:
-            steps[step] = by_status
+            steps[str(step)] = by_status
     return steps
 
 
@@ -296,7 +297,7 @@ def status_renderables(status: RunStatus) -> list[RenderableType]:
         )
     out: list[RenderableType] = [Text(line) for line in lines]
     if status.steps:
-        present = [s for s in STEP_STATUSES if any(s in c for c in status.steps.values())]
+        present = [s for s in StepStatus if any(s in c for c in status.steps.values())]
         table = Table("step", *present, box=None, pad_edge=False, header_style="bold")
         for step, counts in status.steps.items():
             table.add_row(step, *(str(counts.get(s, 0)) for s in present))
