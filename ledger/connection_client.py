@@ -55,10 +55,10 @@ from ledger.error_handling import (
     ConfigError,
     HTTPStatusError,
     InvariantError,
+    RequestTimeoutError,
     RetryableError,
     RetryableStatusError,
     RetryExhaustedError,
-    TimeoutError_,
     TransportError,
     UnexpectedResponseError,
     WebexError,
@@ -439,7 +439,7 @@ def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> WebexError
     message = f"{method} {path}: {type(exc).__name__}" + (f": {detail}" if detail else "")
     error: RetryableError
     if isinstance(exc, httpx.TimeoutException):
-        error = TimeoutError_(message, method=method, path=path)
+        error = RequestTimeoutError(message, method=method, path=path)
     elif isinstance(exc, httpx.TransportError):
         error = TransportError(message, method=method, path=path)
     else:  # a body that cannot be decoded, too many redirects: an answer, but not a usable one

@@ -32,9 +32,9 @@ from ledger.error_handling import (
     ConfigError,
     HTTPStatusError,
     ReasonCode,
+    RequestTimeoutError,
     RetryableStatusError,
     RetryExhaustedError,
-    TimeoutError_,
     TransportError,
     UnexpectedResponseError,
 )
@@ -369,7 +369,7 @@ def test_post_with_unknown_outcome_is_raised_at_once(
     assert caught.value.method == "POST"
     assert caught.value.path == "/v1/people"
     if isinstance(failure, httpx.TimeoutException):
-        assert isinstance(caught.value, TimeoutError_)
+        assert isinstance(caught.value, RequestTimeoutError)
 
 
 def test_post_5xx_is_raised_at_once(fake_time: FakeTime) -> None:
@@ -409,7 +409,7 @@ def test_post_not_applied_is_retried(
 
 def test_post_not_applied_then_unknown_stops(fake_time: FakeTime) -> None:
     recorder = Recorder(httpx.ConnectError("refused"), httpx.ReadTimeout("timed out"), ok({}))
-    with make_client(fake_time, recorder) as client, pytest.raises(TimeoutError_) as caught:
+    with make_client(fake_time, recorder) as client, pytest.raises(RequestTimeoutError) as caught:
         client.request("POST", "/people", json={})
     assert len(recorder.requests) == 2
     assert caught.value.maybe_applied
