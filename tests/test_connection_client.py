@@ -23,10 +23,6 @@ from ledger.connection_client import (
     AdaptiveRateLimiter,
     Throttle,
     WebexClient,
-    parse_retry_after,
-    require_fields,
-    require_list,
-    require_str,
 )
 from ledger.error_handling import (
     ConfigError,
@@ -46,6 +42,7 @@ from ledger.logs import (
     redact,
     shutdown_logging,
 )
+from ledger.responses import parse_retry_after, require_fields, require_list, require_str
 
 TOKEN = "NjQ0ZTk0secret-token-value_0123456789abcdef"
 BASE = "https://webex.test/v1"
