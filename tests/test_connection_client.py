@@ -19,11 +19,7 @@ import httpx
 import pytest
 
 from ledger.config import Settings
-from ledger.connection_client import (
-    AdaptiveRateLimiter,
-    Throttle,
-    WebexClient,
-)
+from ledger.connection_client import WebexClient
 from ledger.error_handling import (
     ConfigError,
     HTTPStatusError,
@@ -42,6 +38,7 @@ from ledger.logs import (
     redact,
     shutdown_logging,
 )
+from ledger.pacing import AdaptiveRateLimiter, Throttle
 from ledger.responses import parse_retry_after, require_fields, require_list, require_str
 
 TOKEN = "NjQ0ZTk0secret-token-value_0123456789abcdef"
