@@ -335,13 +335,13 @@ class WebexClient:
         status = response.status_code
         self._counters.add_status(status)
         if status in ok:
-            self._on_success()
+            self._throttle.on_accepted()
             return read_success(response, method, path)
         error = self._status_error(response, method, path, ok)
         if status in THROTTLE_STATUSES:
-            self._on_throttled(error)
+            self._on_throttled(status, error)
         elif status < 500:
-            self._on_success()  # an answer on its merits: the rate was acceptable
+            self._throttle.on_accepted()  # an answer on its merits: the rate was acceptable
         self._note_unknown_outcome(error, resend_unknown)
         raise error
 
@@ -375,33 +375,10 @@ class WebexClient:
             return HTTPStatusError(message, **fields)
         return UnexpectedResponseError(f"{message}, expected {sorted(ok)}", **fields)
 
-    def _on_throttled(self, error: WebexError) -> None:
+    def _on_throttled(self, status: int, error: WebexError) -> None:
         retry_after = error.retry_after if isinstance(error, RetryableStatusError) else None
-        if retry_after is not None:
-            pause = min(self._settings.RETRY_AFTER_CAP_S, retry_after)
-            self._throttle.pause_all(pause)
-            logger.warning(
-                "pausing every request as Webex asked",
-                extra={"event": "shared_pause", "wait_s": round(pause, 3), **_log_fields(error)},
-            )
-        limiter = self._throttle.limiter
-        if error.http_status == 429 and limiter is not None:
-            before = limiter.rate
-            rate = limiter.on_throttled()
-            if rate != before:
-                logger.warning(
-                    "lowered the request rate after HTTP 429",
-                    extra={"event": "rate_limit_lowered", "rate_per_s": round(rate, 2)},
-                )
-
-    def _on_success(self) -> None:
-        limiter = self._throttle.limiter
-        rate = limiter.on_success() if limiter is not None else None
-        if rate is not None:
-            logger.info(
-                "raised the request rate",
-                extra={"event": "rate_limit_raised", "rate_per_s": round(rate, 2)},
-            )
+        pause = None if retry_after is None else min(self._settings.RETRY_AFTER_CAP_S, retry_after)
+        self._throttle.on_throttled(status, pause, _log_fields(error))
 
     def _note_unknown_outcome(self, error: WebexError, resend_unknown: bool) -> None:
         if isinstance(error, RetryableError) and error.maybe_applied and not resend_unknown:

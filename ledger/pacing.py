@@ -1,7 +1,8 @@
 """Pacing requests to Webex across threads, and counting them.
 
 Webex publishes no numeric rate limit, so the client learns it, and the worker threads share it
-politely through one `Throttle` that every request passes before it is sent:
+politely through one `Throttle` that every request passes before it is sent and that hears how
+each answer went (`on_throttled`, `on_accepted`):
 
 * **A shared pause.** A 429 or 423 with `Retry-After` sets a shared "not before" instant: every
   thread waits for it before its next request instead of hammering an API that asked for quiet.
@@ -19,13 +20,16 @@ politely through one `Throttle` that every request passes before it is sent:
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Final
+
+logger = logging.getLogger(__name__)
 
 THROTTLE_STATUSES: Final = frozenset({423, 429})
 
@@ -172,6 +176,34 @@ class Throttle:
                 waited += delay
             return waited
         return waited
+
+    def on_throttled(
+        self, status: int, pause: float | None, log_fields: Mapping[str, object]
+    ) -> None:
+        """After a 429 or 423: pause every thread if Webex asked to; a 429 also lowers the rate."""
+        if pause is not None:
+            self.pause_all(pause)
+            logger.warning(
+                "pausing every request as Webex asked",
+                extra={"event": "shared_pause", "wait_s": round(pause, 3), **log_fields},
+            )
+        if status == 429 and self.limiter is not None:
+            before = self.limiter.rate
+            rate = self.limiter.on_throttled()
+            if rate != before:
+                logger.warning(
+                    "lowered the request rate after HTTP 429",
+                    extra={"event": "rate_limit_lowered", "rate_per_s": round(rate, 2)},
+                )
+
+    def on_accepted(self) -> None:
+        """After an answer on its merits (not 429, 423 or 5xx): the rate may rise."""
+        rate = self.limiter.on_success() if self.limiter is not None else None
+        if rate is not None:
+            logger.info(
+                "raised the request rate",
+                extra={"event": "rate_limit_raised", "rate_per_s": round(rate, 2)},
+            )
 
 
 class RequestCounters:
