@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Final, NoReturn, Self, TypedDict
+from typing import Any, Final, NoReturn, Self
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -57,15 +57,13 @@ from ledger.pacing import (
     Throttle,
 )
 from ledger.responses import (
+    MESSAGE_LIMIT,
     JsonObject,
     WebexResponse,
-    find_tracking_id,
-    lenient_json,
     parse_retry_after,
+    read_error,
     read_success,
     unexpected_response,
-    webex_error_code,
-    webex_error_message,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,19 +73,10 @@ QueryValue = str | int | float | bool | None
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Raised before a byte of the request left this process: retrying cannot apply a write twice.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
-_MESSAGE_LIMIT: Final = 500
-
-
-class _ErrorFields(TypedDict):
-    http_status: int
-    error_code: int | None
-    tracking_id: str | None
-    method: str
-    path: str
 
 
 def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> WebexError:
-    detail = redact(str(exc))[:_MESSAGE_LIMIT]
+    detail = redact(str(exc))[:MESSAGE_LIMIT]
     message = f"{method} {path}: {type(exc).__name__}" + (f": {detail}" if detail else "")
     error: RetryableError
     if isinstance(exc, httpx.TimeoutException):
@@ -349,19 +338,7 @@ class WebexClient:
         self, response: httpx.Response, method: str, path: str, ok: frozenset[int]
     ) -> WebexError:
         status = response.status_code
-        body = lenient_json(response)
-        reason = response.reason_phrase
-        detail = (webex_error_message(body) or reason)[:_MESSAGE_LIMIT]
-        message = f"{method} {path} answered {status} {reason}".rstrip()
-        if detail and detail != reason:
-            message = f"{message}: {redact(detail)}"
-        fields = _ErrorFields(
-            http_status=status,
-            error_code=webex_error_code(body, response.headers),
-            tracking_id=find_tracking_id(response.headers, body),
-            method=method,
-            path=path,
-        )
+        message, fields = read_error(response, method, path)
         if status in THROTTLE_STATUSES or status >= 500:
             retry_after = parse_retry_after(
                 response.headers.get("retry-after"),

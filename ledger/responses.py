@@ -17,13 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final, TypedDict
 
 import httpx
 
 from ledger.error_handling import UnexpectedResponseError
+from ledger.logs import redact
 
 JsonObject = dict[str, Any]
+
+# The most of an error body's text a message quotes.
+MESSAGE_LIMIT: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +183,7 @@ def _nested_messages(body: Mapping[str, Any]) -> object:
     return error.get("message") if isinstance(error, Mapping) else None
 
 
-def lenient_json(response: httpx.Response) -> object:
+def _lenient_json(response: httpx.Response) -> object:
     """The parsed body of an error answer, or None: a body that is not JSON is no body."""
     try:
         return jsonlib.loads(response.content) if response.content else None
@@ -187,10 +191,39 @@ def lenient_json(response: httpx.Response) -> object:
         return None
 
 
-def find_tracking_id(headers: Mapping[str, str], body: object) -> str | None:
+def _tracking_id(headers: Mapping[str, str], body: object) -> str | None:
     """Webex's `Trackingid` header (lower-case `headers`), else the body's `trackingId`."""
     from_body = body.get("trackingId") if isinstance(body, Mapping) else None
     return headers.get("trackingid") or _text(from_body)
+
+
+class ErrorFields(TypedDict):
+    """The structured fields of the `WebexError` raised for an HTTP answer."""
+
+    http_status: int
+    error_code: int | None
+    tracking_id: str | None
+    method: str
+    path: str
+
+
+def read_error(response: httpx.Response, method: str, path: str) -> tuple[str, ErrorFields]:
+    """The message (token redacted) and structured fields of an answer with an error status."""
+    status = response.status_code
+    body = _lenient_json(response)
+    reason = response.reason_phrase
+    detail = (webex_error_message(body) or reason)[:MESSAGE_LIMIT]
+    message = f"{method} {path} answered {status} {reason}".rstrip()
+    if detail and detail != reason:
+        message = f"{message}: {redact(detail)}"
+    fields = ErrorFields(
+        http_status=status,
+        error_code=webex_error_code(body, response.headers),
+        tracking_id=_tracking_id(response.headers, body),
+        method=method,
+        path=path,
+    )
+    return message, fields
 
 
 def read_success(response: httpx.Response, method: str, path: str) -> WebexResponse:
@@ -218,7 +251,7 @@ def read_success(response: httpx.Response, method: str, path: str) -> WebexRespo
     return WebexResponse(
         status_code=status,
         body=body,
-        tracking_id=find_tracking_id(headers, body),
+        tracking_id=_tracking_id(headers, body),
         method=method,
         path=path,
         next_url=_next_url(response),
