@@ -3,8 +3,10 @@
 Webex answers are parsed defensively and in one place. A success must be a JSON object (or
 empty) and the fields a step reads are checked before it reads them, so a surprising body becomes
 an `UnexpectedResponseError` naming the method, path and `Trackingid` rather than a `KeyError`.
-Error bodies come in several shapes (WEBEX_API.md, "Cross-cutting"); `webex_error_message` and
-`webex_error_code` read any of them, and an error body that is not JSON is simply no body.
+Error bodies come in several shapes (WEBEX_API.md, "Cross-cutting"); `read_error` takes the
+message (token redacted), Webex's `errorCode` and the tracking id from any of them, and an error
+body that is not JSON is simply no body. Which error of the tree a status means is decided by
+`connection_client`, not here.
 `Retry-After` is never trusted: seconds or an HTTP date, anything else means the default.
 """
 
@@ -26,7 +28,7 @@ from ledger.logs import redact
 
 JsonObject = dict[str, Any]
 
-# The most of an error body's text a message quotes.
+# The most characters of foreign text (an error body, an httpx error) a message quotes.
 MESSAGE_LIMIT: Final = 500
 
 
