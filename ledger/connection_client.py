@@ -5,7 +5,8 @@ Why it is built this way:
 * **One seam for foreign errors.** httpx exceptions and HTTP statuses become the project's own
   tree (`ledger.error_handling`) here and nowhere else; the httpx error stays as `__cause__`.
   Every error carries the status, Webex `errorCode`, `Trackingid`, method and URL path (never the
-  query, never the token), and a message read from whichever error body shape Webex used.
+  query, never the token), and a message read from whichever error body shape Webex used
+  (`ledger.responses` reads answers; this module decides what they mean).
 * **A retry never creates a duplicate.** Webex has no idempotency keys. A request that is not
   `safe_to_retry` (POST and PATCH by default) is retried only after failures that prove nothing
   was applied: connect errors, connect or pool timeouts, 429 and 423. A failure after the request
@@ -17,35 +18,19 @@ Why it is built this way:
   not retry together). `Retry-After` is honoured as seconds or as an HTTP date; anything else
   (Webex has sent `rand(30),add(30)`) means `RETRY_AFTER_DEFAULT_S`. No wait exceeds
   `RETRY_AFTER_CAP_S`, and at most `MAX_RETRIES` retries follow the first try.
-* **Threads share the rate limit politely.** Webex publishes no numeric limit, so the client
-  learns it. A 429 or 423 with `Retry-After` sets a shared "not before" instant: every thread
-  waits for it before its next request instead of hammering an API that asked for quiet. A 429
-  also engages an AIMD limiter (`AdaptiveRateLimiter`): it starts unlimited, drops to 0.8 times
-  the request rate observed over the last few seconds, and climbs by a fixed step after each
-  streak of successes. Rates derive from the *observed* rate, so a burst of simultaneous 429s
-  from many threads cuts once, not once per thread. Requests are spaced by reserving send slots
-  under a lock and sleeping outside it. `adaptive_rate_limit=False` turns the limiter off; the
-  shared pause always applies because it is the server's explicit request.
-* **Counters for the operator.** `stats()` is a frozen snapshot of requests, retries, 429s,
-  statuses by class and seconds spent waiting (summed over threads), stored per batch by the
-  executor and shown by `ledger status`.
+* **Threads share the rate limit politely.** Every request first waits its turn at one shared
+  `Throttle` (`ledger.pacing`): a 429 or 423 with `Retry-After` pauses every thread, and a 429
+  also lowers the adaptive request rate. `stats()` is a frozen snapshot of the counters.
 """
 
 from __future__ import annotations
 
-import email.utils
-import json as jsonlib
 import logging
-import math
 import random
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC
-from types import MappingProxyType, TracebackType
-from typing import Any, Final, NoReturn, Self, TypedDict
+from types import TracebackType
+from typing import Any, Final, NoReturn, Self
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -55,391 +40,47 @@ from ledger.error_handling import (
     ConfigError,
     HTTPStatusError,
     InvariantError,
+    RequestTimeoutError,
     RetryableError,
     RetryableStatusError,
     RetryExhaustedError,
-    TimeoutError_,
     TransportError,
     UnexpectedResponseError,
     WebexError,
 )
 from ledger.logs import redact, register_secret
+from ledger.pacing import (
+    THROTTLE_STATUSES,
+    AdaptiveRateLimiter,
+    ClientStats,
+    RequestCounters,
+    Throttle,
+)
+from ledger.responses import (
+    MESSAGE_LIMIT,
+    JsonObject,
+    WebexResponse,
+    parse_retry_after,
+    read_error,
+    read_success,
+    unexpected_response,
+)
 
 logger = logging.getLogger(__name__)
 
-JsonObject = dict[str, Any]
 QueryValue = str | int | float | bool | None
 
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-_THROTTLE_STATUSES: Final = frozenset({423, 429})
 # Raised before a byte of the request left this process: retrying cannot apply a write twice.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
-_MESSAGE_LIMIT: Final = 500
-
-
-@dataclass(frozen=True, slots=True)
-class WebexResponse:
-    """A successful answer. `headers` has lower-case names; `next_url` is the Link rel="next"."""
-
-    status_code: int
-    body: JsonObject | None
-    tracking_id: str | None
-    method: str
-    path: str
-    next_url: str | None = None
-    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-
-    def require_fields(self, *names: str) -> None:
-        require_fields(self.body, *names, response=self)
-
-    def require_str(self, name: str) -> str:
-        return require_str(self.body, name, response=self)
-
-    def require_list(self, key: str) -> list[JsonObject]:
-        return require_list(self.body, key, response=self)
-
-
-@dataclass(frozen=True, slots=True)
-class ClientStats:
-    """Counters since the client was built. Wait seconds are summed over all threads."""
-
-    requests_sent: int = 0
-    retries: int = 0
-    status_429: int = 0
-    status_423: int = 0
-    transport_errors: int = 0
-    responses_2xx: int = 0
-    responses_3xx: int = 0
-    responses_4xx: int = 0
-    responses_5xx: int = 0
-    retry_wait_s: float = 0.0
-    throttle_wait_s: float = 0.0
-    rate_limit_per_s: float | None = None
-
-    def as_dict(self) -> dict[str, int | float | None]:
-        return asdict(self)
-
-
-def _unexpected(message: str, response: WebexResponse | None) -> UnexpectedResponseError:
-    if response is None:
-        return UnexpectedResponseError(message)
-    return UnexpectedResponseError(
-        f"{response.method} {response.path}: {message}",
-        http_status=response.status_code,
-        tracking_id=response.tracking_id,
-        method=response.method,
-        path=response.path,
-    )
-
-
-def _with_fields(
-    body: Mapping[str, Any] | None, names: tuple[str, ...], response: WebexResponse | None
-) -> Mapping[str, Any]:
-    if body is None:
-        raise _unexpected(f"empty body, expected {', '.join(names)}", response)
-    missing = [name for name in names if body.get(name) is None]
-    if missing:
-        raise _unexpected(f"response lacks {', '.join(missing)}", response)
-    return body
-
-
-def require_fields(
-    body: Mapping[str, Any] | None, *names: str, response: WebexResponse | None = None
-) -> None:
-    """Check a response carries `names` (not null) before anything reads them."""
-    _with_fields(body, names, response)
-
-
-def require_str(
-    body: Mapping[str, Any] | None, name: str, *, response: WebexResponse | None = None
-) -> str:
-    """A non-empty string field (ids, names): an empty id is as useless as a missing one."""
-    value = _with_fields(body, (name,), response)[name]
-    if not isinstance(value, str) or not value:
-        raise _unexpected(f"field {name} is not a non-empty string", response)
-    return value
-
-
-def require_list(
-    body: Mapping[str, Any] | None, key: str, *, response: WebexResponse | None = None
-) -> list[JsonObject]:
-    """A list of JSON objects under `key`, as every Webex list response has."""
-    items = _with_fields(body, (key,), response)[key]
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise _unexpected(f"field {key} is not a list of objects", response)
-    return items
-
-
-def parse_retry_after(value: str | None, *, now: float, default: float) -> float | None:
-    """Seconds asked for by a Retry-After header (None if absent). Never trusts its shape."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else default
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return default
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def _text(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _descriptions(items: object) -> str | None:
-    if not isinstance(items, list):
-        return None
-    texts = [
-        text
-        for item in items
-        if isinstance(item, Mapping) and (text := _text(item.get("description")))
-    ]
-    return "; ".join(dict.fromkeys(texts)) or None
-
-
-def webex_error_message(body: object) -> str | None:
-    """The human message of any Webex error body shape (WEBEX_API.md, "Cross-cutting")."""
-    if not isinstance(body, Mapping):
-        return None
-    error = body.get("error")
-    inner = error.get("message") if isinstance(error, Mapping) else None
-    return (
-        _text(body.get("message"))
-        or _descriptions(body.get("errors"))
-        or _text(inner)
-        or _descriptions(inner)
-        or _text(body.get("errorMessage"))
-    )
-
-
-def _as_int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
-def webex_error_code(body: object, headers: Mapping[str, str]) -> int | None:
-    """Webex's numeric errorCode from the body, else from `Cisco-Spark-Error-Codes`."""
-    candidates: list[object] = []
-    if isinstance(body, Mapping):
-        candidates.append(body.get("errorCode"))
-        for listed in (body.get("errors"), _nested_messages(body)):
-            if isinstance(listed, list):
-                candidates.extend(
-                    item.get(name)
-                    for item in listed
-                    if isinstance(item, Mapping)
-                    for name in ("errorCode", "code")
-                )
-    candidates.extend(headers.get("cisco-spark-error-codes", "").split(","))
-    return next((code for item in candidates if (code := _as_int(item)) is not None), None)
-
-
-def _nested_messages(body: Mapping[str, Any]) -> object:
-    error = body.get("error")
-    return error.get("message") if isinstance(error, Mapping) else None
-
-
-def _lenient_json(response: httpx.Response) -> object:
-    try:
-        return jsonlib.loads(response.content) if response.content else None
-    except ValueError:
-        return None
-
-
-def _tracking_id(headers: Mapping[str, str], body: object) -> str | None:
-    from_body = body.get("trackingId") if isinstance(body, Mapping) else None
-    return headers.get("trackingid") or _text(from_body)
-
-
-class AdaptiveRateLimiter:
-    """AIMD pacing of request starts, learnt from 429s. Thread-safe; bounded memory."""
-
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        decrease_factor: float = 0.8,
-        increase_step: float = 1.0,
-        increase_after: int = 20,
-        min_rate: float = 1.0,
-        max_rate: float = 1000.0,
-        window_s: float = 10.0,
-        history: int = 4096,
-    ) -> None:
-        self._clock = clock
-        self._decrease_factor = decrease_factor
-        self._increase_step = increase_step
-        self._increase_after = increase_after
-        self._min_rate = min_rate
-        self._max_rate = max_rate
-        self._window_s = window_s
-        self._lock = threading.Lock()
-        self._rate: float | None = None
-        self._next_slot = -math.inf
-        self._starts: deque[float] = deque(maxlen=history)
-        self._streak = 0
-
-    @property
-    def rate(self) -> float | None:
-        """Allowed requests per second; None while no 429 has been seen."""
-        with self._lock:
-            return self._rate
-
-    def reserve(self) -> float:
-        """Claim the next send slot and return the seconds until it (sleep outside any lock)."""
-        with self._lock:
-            now = self._clock()
-            slot = now if self._rate is None else max(now, self._next_slot)
-            if self._rate is not None:
-                self._next_slot = slot + 1.0 / self._rate
-            self._starts.append(slot)
-            return slot - now
-
-    def observed_rate(self) -> float:
-        with self._lock:
-            return self._observed(self._clock())
-
-    def _observed(self, now: float) -> float:
-        while self._starts and self._starts[0] < now - self._window_s:
-            self._starts.popleft()
-        if not self._starts:
-            return 0.0
-        # At least a second of span, so three quick requests do not read as 300 per second.
-        return len(self._starts) / max(now - self._starts[0], 1.0)
-
-    def on_throttled(self) -> float:
-        """Multiplicative decrease after a 429; returns the new rate."""
-        with self._lock:
-            target = self._decrease_factor * self._observed(self._clock())
-            rate = min(self._max_rate, max(self._min_rate, target))
-            self._rate = rate if self._rate is None else min(self._rate, rate)
-            self._streak = 0
-            return self._rate
-
-    def on_success(self) -> float | None:
-        """Additive increase after a streak of successes; returns the new rate if it rose."""
-        with self._lock:
-            if self._rate is None or self._rate >= self._max_rate:
-                return None
-            self._streak += 1
-            if self._streak < self._increase_after:
-                return None
-            self._streak = 0
-            self._rate = min(self._max_rate, self._rate + self._increase_step)
-            return self._rate
-
-
-class Throttle:
-    """The shared "not before" instant plus the optional limiter, in front of every request."""
-
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float],
-        sleep: Callable[[float], None],
-        limiter: AdaptiveRateLimiter | None,
-        max_rounds: int = 50,
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self.limiter = limiter
-        self._max_rounds = max_rounds
-        self._lock = threading.Lock()
-        self._not_before = -math.inf
-
-    def pause_all(self, seconds: float) -> None:
-        """No thread starts a request for `seconds` (extends, never shortens, a pause)."""
-        with self._lock:
-            self._not_before = max(self._not_before, self._clock() + seconds)
-
-    def paused_for(self) -> float:
-        with self._lock:
-            return max(0.0, self._not_before - self._clock())
-
-    def wait_turn(self) -> float:
-        """Block until this thread may send; returns the seconds slept."""
-        waited = 0.0
-        # Each round sleeps a capped pause; a pause extended forever still ends after the bound.
-        for _ in range(self._max_rounds):
-            pause = self.paused_for()
-            if pause > 0:
-                self._sleep(pause)
-                waited += pause
-                continue
-            delay = self.limiter.reserve() if self.limiter is not None else 0.0
-            if delay > 0:
-                self._sleep(delay)
-                waited += delay
-            return waited
-        return waited
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = dict.fromkeys(
-            ("requests_sent", "retries", "status_429", "status_423", "transport_errors"), 0
-        )
-        self._by_class = [0, 0, 0, 0, 0, 0]
-        self._waits = {"retry": 0.0, "throttle": 0.0}
-
-    def add(self, name: str) -> None:
-        with self._lock:
-            self._counts[name] += 1
-
-    def add_status(self, status: int) -> None:
-        with self._lock:
-            self._by_class[min(max(status // 100, 0), 5)] += 1
-            if status in _THROTTLE_STATUSES:
-                self._counts[f"status_{status}"] += 1
-
-    def add_wait(self, kind: str, seconds: float) -> None:
-        with self._lock:
-            self._waits[kind] += seconds
-
-    def snapshot(self, rate: float | None) -> ClientStats:
-        with self._lock:
-            return ClientStats(
-                requests_sent=self._counts["requests_sent"],
-                retries=self._counts["retries"],
-                status_429=self._counts["status_429"],
-                status_423=self._counts["status_423"],
-                transport_errors=self._counts["transport_errors"],
-                responses_2xx=self._by_class[2],
-                responses_3xx=self._by_class[3],
-                responses_4xx=self._by_class[4],
-                responses_5xx=self._by_class[5],
-                retry_wait_s=round(self._waits["retry"], 3),
-                throttle_wait_s=round(self._waits["throttle"], 3),
-                rate_limit_per_s=rate,
-            )
-
-
-class _ErrorFields(TypedDict):
-    http_status: int
-    error_code: int | None
-    tracking_id: str | None
-    method: str
-    path: str
 
 
 def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> WebexError:
-    detail = redact(str(exc))[:_MESSAGE_LIMIT]
+    detail = redact(str(exc))[:MESSAGE_LIMIT]
     message = f"{method} {path}: {type(exc).__name__}" + (f": {detail}" if detail else "")
     error: RetryableError
     if isinstance(exc, httpx.TimeoutException):
-        error = TimeoutError_(message, method=method, path=path)
+        error = RequestTimeoutError(message, method=method, path=path)
     elif isinstance(exc, httpx.TransportError):
         error = TransportError(message, method=method, path=path)
     else:  # a body that cannot be decoded, too many redirects: an answer, but not a usable one
@@ -518,7 +159,7 @@ class WebexClient:
         )
         limiter = AdaptiveRateLimiter(clock=clock) if adaptive_rate_limit else None
         self._throttle = Throttle(clock=clock, sleep=sleep, limiter=limiter)
-        self._counters = _Counters()
+        self._counters = RequestCounters()
 
     def __repr__(self) -> str:
         return f"WebexClient(base_url={str(self._base_url)!r})"
@@ -613,7 +254,7 @@ class WebexClient:
             if not items or page.next_url is None:
                 return
             if page.next_url in seen:
-                raise _unexpected(f"Link next points back to {page.next_url}", page)
+                raise unexpected_response(f"Link next points back to {page.next_url}", page)
             seen.add(page.next_url)
             url, query = page.next_url, None
         raise UnexpectedResponseError(
@@ -683,76 +324,22 @@ class WebexClient:
         status = response.status_code
         self._counters.add_status(status)
         if status in ok:
-            self._on_success()
-            return self._read_success(response, method, path)
+            self._throttle.on_accepted()
+            return read_success(response, method, path)
         error = self._status_error(response, method, path, ok)
-        if status in _THROTTLE_STATUSES:
-            self._on_throttled(error)
+        if status in THROTTLE_STATUSES:
+            self._on_throttled(status, error)
         elif status < 500:
-            self._on_success()  # an answer on its merits: the rate was acceptable
+            self._throttle.on_accepted()  # an answer on its merits: the rate was acceptable
         self._note_unknown_outcome(error, resend_unknown)
         raise error
-
-    def _read_success(self, response: httpx.Response, method: str, path: str) -> WebexResponse:
-        headers: Mapping[str, str] = MappingProxyType(dict(response.headers.items()))
-        status = response.status_code
-        body: JsonObject | None = None
-        if status != 204 and response.content.strip():
-            problem = None
-            try:
-                parsed = jsonlib.loads(response.content)
-            except ValueError:
-                problem, parsed = "a body that is not JSON", None
-            if problem is None and not isinstance(parsed, dict):
-                problem = "a JSON body that is not an object"
-            if problem is not None or not isinstance(parsed, dict):
-                raise UnexpectedResponseError(
-                    f"{method} {path} answered {status} with {problem}",
-                    http_status=status,
-                    tracking_id=headers.get("trackingid"),
-                    method=method,
-                    path=path,
-                )
-            body = parsed
-        return WebexResponse(
-            status_code=status,
-            body=body,
-            tracking_id=_tracking_id(headers, body),
-            method=method,
-            path=path,
-            next_url=self._next_url(response),
-            headers=headers,
-        )
-
-    @staticmethod
-    def _next_url(response: httpx.Response) -> str | None:
-        url = response.links.get("next", {}).get("url")
-        if not url:
-            return None
-        try:
-            absolute = httpx.URL(url).is_absolute_url
-        except httpx.InvalidURL:
-            return url  # request() refuses it with an UnexpectedResponseError
-        return url if absolute else str(response.request.url.join(url))
 
     def _status_error(
         self, response: httpx.Response, method: str, path: str, ok: frozenset[int]
     ) -> WebexError:
         status = response.status_code
-        body = _lenient_json(response)
-        reason = response.reason_phrase
-        detail = (webex_error_message(body) or reason)[:_MESSAGE_LIMIT]
-        message = f"{method} {path} answered {status} {reason}".rstrip()
-        if detail and detail != reason:
-            message = f"{message}: {redact(detail)}"
-        fields = _ErrorFields(
-            http_status=status,
-            error_code=webex_error_code(body, response.headers),
-            tracking_id=_tracking_id(response.headers, body),
-            method=method,
-            path=path,
-        )
-        if status in _THROTTLE_STATUSES or status >= 500:
+        message, fields = read_error(response, method, path)
+        if status in THROTTLE_STATUSES or status >= 500:
             retry_after = parse_retry_after(
                 response.headers.get("retry-after"),
                 now=self._wall_clock(),
@@ -765,33 +352,10 @@ class WebexClient:
             return HTTPStatusError(message, **fields)
         return UnexpectedResponseError(f"{message}, expected {sorted(ok)}", **fields)
 
-    def _on_throttled(self, error: WebexError) -> None:
+    def _on_throttled(self, status: int, error: WebexError) -> None:
         retry_after = error.retry_after if isinstance(error, RetryableStatusError) else None
-        if retry_after is not None:
-            pause = min(self._settings.RETRY_AFTER_CAP_S, retry_after)
-            self._throttle.pause_all(pause)
-            logger.warning(
-                "pausing every request as Webex asked",
-                extra={"event": "shared_pause", "wait_s": round(pause, 3), **_log_fields(error)},
-            )
-        limiter = self._throttle.limiter
-        if error.http_status == 429 and limiter is not None:
-            before = limiter.rate
-            rate = limiter.on_throttled()
-            if rate != before:
-                logger.warning(
-                    "lowered the request rate after HTTP 429",
-                    extra={"event": "rate_limit_lowered", "rate_per_s": round(rate, 2)},
-                )
-
-    def _on_success(self) -> None:
-        limiter = self._throttle.limiter
-        rate = limiter.on_success() if limiter is not None else None
-        if rate is not None:
-            logger.info(
-                "raised the request rate",
-                extra={"event": "rate_limit_raised", "rate_per_s": round(rate, 2)},
-            )
+        pause = None if retry_after is None else min(self._settings.RETRY_AFTER_CAP_S, retry_after)
+        self._throttle.on_throttled(status, pause, _log_fields(error))
 
     def _note_unknown_outcome(self, error: WebexError, resend_unknown: bool) -> None:
         if isinstance(error, RetryableError) and error.maybe_applied and not resend_unknown:

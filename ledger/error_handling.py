@@ -1,19 +1,19 @@
 """The project's one exception tree, and the mapping from errors to reason codes.
 
-    LedgerError                      anything `ledger` raises on purpose
-    ├── UsageError                   bad configuration or input: exit 2, one line
-    │   ├── ConfigError              an environment variable has a bad value
-    │   └── InputFileError           a CSV that cannot be ingested at all
-    ├── InvariantError               a checked invariant failed (`assertion_failure`)
-    ├── ClaimLostError               the row's claim token no longer matches: another worker owns it
-    └── WebexError                   a call to Webex did not give what the step needs
-        ├── RetryableError           worth another try: timeouts, connection errors, 429, 423, 5xx
-        │   ├── TransportError       no HTTP answer (timeout, refused, dropped connection)
-        │   │   └── TimeoutError_    the request timed out
-        │   └── RetryableStatusError 429, 423 or 5xx; carries `retry_after`
-        ├── RetryExhaustedError      a retryable failure past MAX_RETRIES (`retry_exhausted`)
-        ├── HTTPStatusError          a non-retryable 4xx
-        └── UnexpectedResponseError  a success status without the fields it must carry
+    LedgerError                         anything `ledger` raises on purpose
+    ├── UsageError                      bad configuration or input: exit 2, one line
+    │   ├── ConfigError                 an environment variable has a bad value
+    │   └── InputFileError              a CSV that cannot be ingested at all
+    ├── InvariantError                  a checked invariant failed (`assertion_failure`)
+    ├── ClaimLostError                  the row's claim token changed: another worker owns it
+    └── WebexError                      a call to Webex did not give what the step needs
+        ├── RetryableError              worth retrying: timeouts, connection errors, 429, 423, 5xx
+        │   ├── TransportError          no HTTP answer (timeout, refused, dropped connection)
+        │   │   └── RequestTimeoutError the request timed out
+        │   └── RetryableStatusError    429, 423 or 5xx; carries `retry_after`
+        ├── RetryExhaustedError         a retryable failure past MAX_RETRIES (`retry_exhausted`)
+        ├── HTTPStatusError             a non-retryable 4xx
+        └── UnexpectedResponseError     a success status without the fields it must carry
 
 `connection_client` is the only module that turns httpx errors and HTTP statuses into these;
 the retry policy and the steps name only these types. Every WebexError carries structured
@@ -141,7 +141,7 @@ class TransportError(RetryableError):
     """No HTTP answer: connection refused or dropped, protocol error."""
 
 
-class TimeoutError_(TransportError):
+class RequestTimeoutError(TransportError):
     """The request timed out."""
 
 

@@ -19,22 +19,14 @@ import httpx
 import pytest
 
 from ledger.config import Settings
-from ledger.connection_client import (
-    AdaptiveRateLimiter,
-    Throttle,
-    WebexClient,
-    parse_retry_after,
-    require_fields,
-    require_list,
-    require_str,
-)
+from ledger.connection_client import WebexClient
 from ledger.error_handling import (
     ConfigError,
     HTTPStatusError,
     ReasonCode,
+    RequestTimeoutError,
     RetryableStatusError,
     RetryExhaustedError,
-    TimeoutError_,
     TransportError,
     UnexpectedResponseError,
 )
@@ -46,6 +38,8 @@ from ledger.logs import (
     redact,
     shutdown_logging,
 )
+from ledger.pacing import AdaptiveRateLimiter, Throttle
+from ledger.responses import parse_retry_after, require_fields, require_list, require_str
 
 TOKEN = "NjQ0ZTk0secret-token-value_0123456789abcdef"
 BASE = "https://webex.test/v1"
@@ -369,7 +363,7 @@ def test_post_with_unknown_outcome_is_raised_at_once(
     assert caught.value.method == "POST"
     assert caught.value.path == "/v1/people"
     if isinstance(failure, httpx.TimeoutException):
-        assert isinstance(caught.value, TimeoutError_)
+        assert isinstance(caught.value, RequestTimeoutError)
 
 
 def test_post_5xx_is_raised_at_once(fake_time: FakeTime) -> None:
@@ -409,7 +403,7 @@ def test_post_not_applied_is_retried(
 
 def test_post_not_applied_then_unknown_stops(fake_time: FakeTime) -> None:
     recorder = Recorder(httpx.ConnectError("refused"), httpx.ReadTimeout("timed out"), ok({}))
-    with make_client(fake_time, recorder) as client, pytest.raises(TimeoutError_) as caught:
+    with make_client(fake_time, recorder) as client, pytest.raises(RequestTimeoutError) as caught:
         client.request("POST", "/people", json={})
     assert len(recorder.requests) == 2
     assert caught.value.maybe_applied
