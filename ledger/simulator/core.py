@@ -20,13 +20,14 @@ from dataclasses import dataclass
 
 import httpx
 
-from ledger.simulator import admin, errors, seeding
+from ledger.simulator import admin, errors
 from ledger.simulator.bodies import Call, Reply
 from ledger.simulator.errors import ApiError
 from ledger.simulator.faults import FaultConfig, FaultInjector
 from ledger.simulator.messages import Fault, HeaderPairs, SimRequest, SimResponse
 from ledger.simulator.routes import Match, Route, match
-from ledger.simulator.state import OrgStore, location_json, person_json
+from ledger.simulator.seeding import OrgSeeding
+from ledger.simulator.state import OrgStore
 from ledger.simulator.transport import mock_transport
 
 JSON_TYPE = ("Content-Type", "application/json;charset=UTF-8")
@@ -46,7 +47,7 @@ class LoggedRequest:
     tracking_id: str
 
 
-class Simulator:
+class Simulator(OrgSeeding):
     """A Webex org in memory that answers the subset of the API `ledger` uses."""
 
     def __init__(
@@ -180,110 +181,6 @@ class Simulator:
                 "requests_total": self._total,
                 "requests_by_route": self.requests_by_route(),
                 "faults": self._injector.config.model_dump(),
-            }
-
-    # -- seeding and reading the org directly (for tests of "already exists" paths) --------
-
-    def add_license(self, name: str, total_units: int, consumed_units: int = 0) -> str:
-        """Add a license; returns its id."""
-        with self._lock:
-            return self._store.add_license(name, total_units, consumed_units).id
-
-    def license_id(self, name: str) -> str:
-        """The id of the license with this name (KeyError if none)."""
-        with self._lock:
-            return seeding.license_id(self._store, name)
-
-    def add_location(
-        self,
-        name: str,
-        *,
-        calling: bool = False,
-        numbers: tuple[str, ...] = (),
-        time_zone: str = "America/Chicago",
-        preferred_language: str = "en_us",
-        announcement_language: str = "en_us",
-        address: dict[str, str] | None = None,
-    ) -> str:
-        """Add a location (optionally calling-enabled, with numbers); returns its id."""
-        with self._lock:
-            return seeding.add_location(
-                self._store,
-                name,
-                calling=calling,
-                numbers=numbers,
-                time_zone=time_zone,
-                preferred_language=preferred_language,
-                announcement_language=announcement_language,
-                address=address,
-            )
-
-    def add_numbers(self, location_id: str, numbers: tuple[str, ...]) -> None:
-        """Put numbers in a location's inventory."""
-        with self._lock:
-            seeding.add_numbers(self._store, location_id, numbers)
-
-    def add_person(
-        self,
-        email: str,
-        *,
-        first_name: str = "Test",
-        last_name: str = "User",
-        display_name: str | None = None,
-        location_id: str | None = None,
-        extension: str | None = None,
-        phone_number: str | None = None,
-        license_name: str | None = None,
-    ) -> str:
-        """Add a person, a calling user when given a location and a calling license; their id.
-
-        `license_name` defaults to the Professional calling license when a location is given.
-        Raises ApiError on the same checks as POST /people (taken extension, unknown number...).
-        """
-        with self._lock:
-            return seeding.add_person(
-                self._store,
-                email,
-                first_name=first_name,
-                last_name=last_name,
-                display_name=display_name,
-                location_id=location_id,
-                extension=extension,
-                phone_number=phone_number,
-                license_name=license_name,
-            )
-
-    def person(self, person_id: str) -> dict[str, object] | None:
-        """The person as GET /people/{id}?callingData=true shows it, or None."""
-        with self._lock:
-            record = self._store.people.get(person_id)
-            return None if record is None else person_json(self._store, record, calling_data=True)
-
-    def person_by_email(self, email: str) -> dict[str, object] | None:
-        """The person holding this email (ignoring any lookup delay), or None."""
-        with self._lock:
-            record = self._store.person_by_email(email)
-            return None if record is None else person_json(self._store, record, calling_data=True)
-
-    def location(self, location_id: str) -> dict[str, object] | None:
-        """The location as GET /locations/{id} shows it plus `callingEnabled`, or None."""
-        with self._lock:
-            record = self._store.locations.get(location_id)
-            if record is None:
-                return None
-            return {
-                **location_json(record, self._store.org_id),
-                "callingEnabled": record.calling_enabled,
-            }
-
-    def person_settings(self, person_id: str) -> dict[str, object]:
-        """A person's calling settings: voicemail, callerId choices, callWaiting."""
-        with self._lock:
-            record = self._store.people[person_id]
-            return {
-                "voicemail": dict(record.voicemail),
-                "callerId": dict(record.caller_id),
-                "callWaiting": record.call_waiting,
             }
 
     # -- the request pipeline --------------------------------------------------------------
