@@ -98,6 +98,14 @@ def sim_command(
             rich_help_panel=_FAULTS,
         ),
     ] = None,
+    people_create_400_without_calling_share: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of those 400s whose person is created without location, number, "
+            "extension or calling license.",
+            rich_help_panel=_FAULTS,
+        ),
+    ] = None,
     lookup_delay_s: Annotated[
         float | None,
         typer.Option(
@@ -129,6 +137,7 @@ def sim_command(
             ("write_error_rate", write_error_rate),
             ("write_drop_rate", write_drop_rate),
             ("people_create_400_rate", people_create_400_rate),
+            ("people_create_400_without_calling_share", people_create_400_without_calling_share),
             ("lookup_delay_s", lookup_delay_s),
             ("auth_failure", auth_failure),
         )

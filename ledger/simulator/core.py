@@ -4,7 +4,8 @@ One lock guards the whole state, the counters and the random generator, so the s
 threads and an in-process client see one consistent org. Per /v1 request the order is what a
 client meets in front of and inside Webex: forced auth failure or a bad token (401), the rate
 limit (429), a hang, a random 5xx (nothing applied), the route itself, and after a successful
-write the "applied but answered badly" faults (5xx, dropped connection, 400 on POST /people).
+write the "applied but answered badly" faults (5xx, dropped connection, 400 on POST /people,
+which may leave the person without its calling part).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ledger.simulator import admin, errors
+from ledger.simulator import admin, errors, people
 from ledger.simulator.bodies import Call, Reply
 from ledger.simulator.errors import ApiError
 from ledger.simulator.faults import FaultConfig, FaultInjector
@@ -230,6 +231,8 @@ class Simulator(OrgSeeding):
             error = errors.server_error(injector.server_error_status())
             return self._error_response(error, tracking_id, delay)
         if route.name == "POST /v1/people" and injector.chance(config.people_create_400_rate):
+            if injector.chance(config.people_create_400_without_calling_share):
+                people.strip_created_calling(self._store, reply)
             error = errors.bad_request("Failed to provision the calling data of the user.")
             return self._error_response(error, tracking_id, delay)
         return None

@@ -9,6 +9,13 @@ A client must read the message from whichever shape arrives, so the simulator us
     PLAIN    {"errorMessage"}                                                   gateway 5xx
 
 Route code raises `ApiError`; the core turns it into a response once the tracking id is known.
+
+Guesses. Where Webex documents nothing (not in the OpenAPI files, the derived catalog or its
+published guides), the simulator still has to answer something. Each such answer is marked
+`GUESS:` where it is made and listed here, so that nobody mistakes it for Webex's contract:
+
+- POST /people "400 but created" may leave the person without the calling part (no location,
+  number, extension or calling license): the identity is made before calling is provisioned.
 """
 
 from __future__ import annotations

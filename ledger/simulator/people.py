@@ -199,11 +199,32 @@ def _apply(store: OrgStore, person: PersonRecord, data: PersonInput, calling: bo
         person.work_number = data.work_number
         store.claim_calling(person)
     else:
-        # Losing the calling license drops the calling settings with the number and extension.
-        person.location_id = person.extension = person.work_number = None
-        person.caller_id = {}
-        person.voicemail = default_voicemail()
-        person.call_waiting = True
+        _clear_calling(person)
+
+
+def _clear_calling(person: PersonRecord) -> None:
+    """Losing the calling license drops the calling settings with the number and extension."""
+    person.location_id = person.extension = person.work_number = None
+    person.caller_id = {}
+    person.voicemail = default_voicemail()
+    person.call_waiting = True
+
+
+def strip_created_calling(store: OrgStore, reply: Reply) -> None:
+    """GUESS (see errors.py): leave a just-created person without its calling part.
+
+    What a "400 but created" can leave: Webex creates the identity before it provisions
+    calling, and when that second part fails the person exists with its other licenses but no
+    location, number, extension or calling license.
+    """
+    body = reply.body
+    person_id = body.get("id") if isinstance(body, dict) else None
+    person = store.people.get(person_id) if isinstance(person_id, str) else None
+    if person is None:
+        return
+    store.release_calling(person)
+    store.set_licenses(person, [lic for lic in person.licenses if not store.licenses[lic].calling])
+    _clear_calling(person)
 
 
 def insert_person(store: OrgStore, data: PersonInput, visible_at: float) -> PersonRecord:
