@@ -109,7 +109,8 @@ def sim_command(
     lookup_delay_s: Annotated[
         float | None,
         typer.Option(
-            help="Seconds before a new person is found by email.", rich_help_panel=_FAULTS
+            help="Seconds before a new person shows in GET /people lists (email lookup too).",
+            rich_help_panel=_FAULTS,
         ),
     ] = None,
     auth_failure: Annotated[

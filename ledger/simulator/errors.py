@@ -14,6 +14,11 @@ Guesses. Where Webex documents nothing (not in the OpenAPI files, the derived ca
 published guides), the simulator still has to answer something. Each such answer is marked
 `GUESS:` where it is made and listed here, so that nobody mistakes it for Webex's contract:
 
+- GET /people `max` above its documented cap (100 with callingData=true, 50 with locationId):
+  the page is cut to the cap, not refused; the files say only that max "will not be more than".
+- POST /telephony/config/locations/{id}/numbers: at most `NUMBERS_ADD_MAX` numbers per request
+  (the files cap only mobile numbers, at 20, and DEACTIVATE of the same path at 500), 400 above;
+  one bad number (not E.164, or in another location) refuses the whole request, adding none.
 - POST /people "400 but created" may leave the person without the calling part (no location,
   number, extension or calling license): the identity is made before calling is provisioned.
 """
@@ -184,3 +189,8 @@ def server_error(status: int) -> ApiError:
             503, "Service Unavailable: try again later.", headers=(("Retry-After", "1"),)
         )
     return ApiError(status, "An unexpected error occurred, please try again.")
+
+
+def too_many_numbers(limit: int) -> ApiError:
+    """GUESS: 400 when one request adds more numbers than `limit` (see the module docstring)."""
+    return invalid_value(f"At most {limit} phone numbers can be added in one request.")
