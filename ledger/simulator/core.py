@@ -33,6 +33,7 @@ from ledger.simulator.transport import mock_transport
 
 JSON_TYPE = ("Content-Type", "application/json;charset=UTF-8")
 UNKNOWN_ROUTE = "unknown"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class Simulator(OrgSeeding):
         self._by_route: dict[str, Counter[str]] = {}
         self._total = 0
         self._writes = 0
+        self._write_requests = 0
 
     # -- the one entry point -------------------------------------------------------------
 
@@ -82,6 +84,8 @@ class Simulator(OrgSeeding):
             delay = self._injector.latency_s()
             found = match(request.method, request.path)
             route_name = found.route.name if found.route else UNKNOWN_ROUTE
+            if request.method in WRITE_METHODS:
+                self._write_requests += 1
             outcome = self._answer(request, found, tracking_id, delay)
             status: int | str = outcome.status if isinstance(outcome, SimResponse) else outcome.kind
             self._record(request, route_name, status, tracking_id)
@@ -113,12 +117,21 @@ class Simulator(OrgSeeding):
             self._by_route = {}
             self._total = 0
             self._writes = 0
+            self._write_requests = 0
 
     @property
     def write_count(self) -> int:
-        """POST/PUT/DELETE requests that changed state (including those answered with a fault)."""
+        """POST/PUT/PATCH/DELETE requests that changed the org, whatever they were answered
+        (a write applied then answered 5xx, dropped or 400 counts; one refused does not)."""
         with self._lock:
             return self._writes
+
+    @property
+    def write_request_count(self) -> int:
+        """Every POST/PUT/PATCH/DELETE request under /v1, applied or not, whatever its answer
+        (refused, rate-limited, unknown path...): zero means the client attempted no write."""
+        with self._lock:
+            return self._write_requests
 
     @property
     def total_requests(self) -> int:
@@ -179,6 +192,7 @@ class Simulator(OrgSeeding):
                     "numbers": len(store.numbers),
                 },
                 "writes": self._writes,
+                "write_requests": self._write_requests,
                 "requests_total": self._total,
                 "requests_by_route": self.requests_by_route(),
                 "faults": self._injector.config.model_dump(),
@@ -191,6 +205,7 @@ class Simulator(OrgSeeding):
     ) -> SimResponse | Fault:
         injector = self._injector
         config = injector.config
+        call: Call | None = None
         try:
             if config.auth_failure == 403:
                 raise errors.forbidden()
@@ -216,6 +231,8 @@ class Simulator(OrgSeeding):
                 if after is not None:
                     return after
         except ApiError as error:
+            if call is not None and call.changed:
+                self._writes += 1  # a route that changed the org before refusing still wrote
             return self._error_response(error, tracking_id, delay)
         return self._response(reply, tracking_id, delay)
 
