@@ -2,10 +2,12 @@
 
 One lock guards the whole state, the counters and the random generator, so the socket server's
 threads and an in-process client see one consistent org. Per /v1 request the order is what a
-client meets in front of and inside Webex: forced auth failure or a bad token (401), the rate
-limit (429), a hang, a random 5xx (nothing applied), the route itself, and after a successful
-write the "applied but answered badly" faults (5xx, dropped connection, 400 on POST /people,
-which may leave the person without its calling part).
+client meets in front of and inside Webex: forced auth failure or a bad or expired token (401),
+the rate limit (429), a hang, a random 5xx (nothing applied), the route itself, and after a
+successful write the "applied but answered badly" faults (5xx, dropped connection, 400 on
+POST /people, which may leave the person without its calling part). The token endpoint
+`POST /v1/access_token` needs no bearer token and meets those gateway faults only when
+`token_refresh_faults` says so (see `tokens`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ledger.simulator.messages import Fault, HeaderPairs, SimRequest, SimRespons
 from ledger.simulator.routes import Match, Route, match
 from ledger.simulator.seeding import OrgSeeding
 from ledger.simulator.state import OrgStore
+from ledger.simulator.tokens import TOKEN_PATH, OAuthClient, TokenBook
 from ledger.simulator.transport import mock_transport
 
 JSON_TYPE = ("Content-Type", "application/json;charset=UTF-8")
@@ -57,14 +60,16 @@ class Simulator(OrgSeeding):
         *,
         faults: FaultConfig | None = None,
         token: str | None = None,
+        oauth: OAuthClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         request_log_size: int = 10_000,
     ) -> None:
-        """`token`: the only bearer token accepted (None accepts any non-empty one)."""
+        """`token`: the only bearer token accepted besides those the token endpoint issued
+        (None accepts any non-empty one); `oauth`: the client that may refresh tokens."""
         self._lock = threading.RLock()
         self._clock = clock
-        self._token = token
         self._injector = FaultInjector(faults or FaultConfig(), clock)
+        self._tokens = TokenBook(token, oauth or OAuthClient(), self._injector.config.seed)
         self._log: deque[LoggedRequest] = deque(maxlen=request_log_size)
         self._tracking = itertools.count(1)
         self._store = OrgStore(self._injector.config.seed, clock)
@@ -84,9 +89,13 @@ class Simulator(OrgSeeding):
             delay = self._injector.latency_s()
             found = match(request.method, request.path)
             route_name = found.route.name if found.route else UNKNOWN_ROUTE
-            if request.method in WRITE_METHODS:
-                self._write_requests += 1
-            outcome = self._answer(request, found, tracking_id, delay)
+            if request.path == TOKEN_PATH:
+                route_name = f"{request.method} {TOKEN_PATH}"
+                outcome = self._refresh(request, tracking_id, delay)
+            else:
+                if request.method in WRITE_METHODS:
+                    self._write_requests += 1
+                outcome = self._answer(request, found, tracking_id, delay)
             status: int | str = outcome.status if isinstance(outcome, SimResponse) else outcome.kind
             self._record(request, route_name, status, tracking_id)
             return outcome
@@ -113,6 +122,7 @@ class Simulator(OrgSeeding):
         with self._lock:
             self._store = OrgStore(self._injector.config.seed, self._clock)
             self._injector.reset()
+            self._tokens.reset()
             self._log.clear()
             self._by_route = {}
             self._total = 0
@@ -129,9 +139,16 @@ class Simulator(OrgSeeding):
     @property
     def write_request_count(self) -> int:
         """Every POST/PUT/PATCH/DELETE request under /v1, applied or not, whatever its answer
-        (refused, rate-limited, unknown path...): zero means the client attempted no write."""
+        (refused, rate-limited, unknown path...): zero means the client attempted no write.
+        Token refreshes are not writes and are counted apart (`token_refresh_count`)."""
         with self._lock:
             return self._write_requests
+
+    @property
+    def token_refresh_count(self) -> int:
+        """Successful POST /v1/access_token refreshes."""
+        with self._lock:
+            return self._tokens.refreshes
 
     @property
     def total_requests(self) -> int:
@@ -195,6 +212,7 @@ class Simulator(OrgSeeding):
                 "write_requests": self._write_requests,
                 "requests_total": self._total,
                 "requests_by_route": self.requests_by_route(),
+                "tokens": self._tokens.snapshot(self._injector.config.token_ttl_s),
                 "faults": self._injector.config.model_dump(),
             }
 
@@ -203,21 +221,19 @@ class Simulator(OrgSeeding):
     def _answer(
         self, request: SimRequest, found: Match, tracking_id: str, delay: float
     ) -> SimResponse | Fault:
-        injector = self._injector
-        config = injector.config
+        config = self._injector.config
         call: Call | None = None
         try:
             if config.auth_failure == 403:
                 raise errors.forbidden()
-            if config.auth_failure == 401 or not self._authorized(request):
+            authorization = request.header("authorization")
+            if config.auth_failure == 401 or not self._tokens.accepts(
+                authorization, config.token_ttl_s, self._clock()
+            ):
                 raise errors.unauthorized()
-            wait = injector.take_token()
-            if wait is not None:
-                raise errors.too_many_requests(injector.retry_after(wait))
-            if injector.chance(config.hang_rate):
-                return Fault("hang", delay_s=delay, hang_s=config.hang_s)
-            if injector.chance(config.error_rate):
-                raise errors.server_error(injector.server_error_status())
+            hang = self._gateway_faults(delay)
+            if hang is not None:
+                return hang
             route = found.route
             if route is None:
                 if found.path_known:
@@ -233,6 +249,34 @@ class Simulator(OrgSeeding):
         except ApiError as error:
             if call is not None and call.changed:
                 self._writes += 1  # a route that changed the org before refusing still wrote
+            return self._error_response(error, tracking_id, delay)
+        return self._response(reply, tracking_id, delay)
+
+    def _gateway_faults(self, delay: float) -> Fault | None:
+        """The rate limit (429), a hang, a random 5xx: raised, or the hang returned."""
+        injector = self._injector
+        config = injector.config
+        wait = injector.take_token()
+        if wait is not None:
+            raise errors.too_many_requests(injector.retry_after(wait))
+        if injector.chance(config.hang_rate):
+            return Fault("hang", delay_s=delay, hang_s=config.hang_s)
+        if injector.chance(config.error_rate):
+            raise errors.server_error(injector.server_error_status())
+        return None
+
+    def _refresh(self, request: SimRequest, tracking_id: str, delay: float) -> SimResponse | Fault:
+        """POST /v1/access_token: no bearer token, and gateway faults only when enabled."""
+        config = self._injector.config
+        try:
+            if request.method != "POST":
+                raise errors.method_not_allowed(request.method)
+            if config.token_refresh_faults:
+                hang = self._gateway_faults(delay)
+                if hang is not None:
+                    return hang
+            reply = self._tokens.refresh(request, config.token_ttl_s, self._clock())
+        except ApiError as error:
             return self._error_response(error, tracking_id, delay)
         return self._response(reply, tracking_id, delay)
 
@@ -253,13 +297,6 @@ class Simulator(OrgSeeding):
             error = errors.bad_request("Failed to provision the calling data of the user.")
             return self._error_response(error, tracking_id, delay)
         return None
-
-    def _authorized(self, request: SimRequest) -> bool:
-        header = request.header("authorization") or ""
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False
-        return self._token is None or token.strip() == self._token
 
     def _tracking_id(self) -> str:
         number = next(self._tracking)

@@ -14,6 +14,8 @@ Guesses. Where Webex documents nothing (not in the OpenAPI files, the derived ca
 published guides), the simulator still has to answer something. Each such answer is marked
 `GUESS:` where it is made and listed here, so that nobody mistakes it for Webex's contract:
 
+- POST /v1/access_token errors: bad or missing `grant_type` or `refresh_token` 400, wrong
+  `client_id`/`client_secret` 401, in the MESSAGE shape (the OAuth error name leads the text).
 - GET /people `max` above its documented cap (100 with callingData=true, 50 with locationId):
   the page is cut to the cap, not refused; the files say only that max "will not be more than".
 - POST /telephony/config/locations/{id}/numbers: at most `NUMBERS_ADD_MAX` numbers per request
@@ -189,6 +191,27 @@ def server_error(status: int) -> ApiError:
             503, "Service Unavailable: try again later.", headers=(("Retry-After", "1"),)
         )
     return ApiError(status, "An unexpected error occurred, please try again.")
+
+
+# GUESS: the OAuth errors of POST /v1/access_token (see the module docstring).
+
+
+def token_request_invalid(message: str) -> ApiError:
+    """400 for a refresh request without the form fields it needs, or another grant type."""
+    return ApiError(400, message)
+
+
+def token_client_invalid() -> ApiError:
+    """401 for a client id or secret the token endpoint does not know."""
+    return ApiError(401, "invalid_client: The client_id or client_secret is not valid.")
+
+
+def refresh_token_invalid() -> ApiError:
+    """400 for a refresh token that is wrong, revoked or expired."""
+    return ApiError(
+        400,
+        "invalid_grant: The refresh token provided is expired, revoked, malformed, or invalid.",
+    )
 
 
 def too_many_numbers(limit: int) -> ApiError:

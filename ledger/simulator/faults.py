@@ -71,6 +71,22 @@ class FaultConfig(BaseModel):
     auth_failure: Literal[401, 403] | None = Field(
         default=None, description="Answer every /v1 request with this status."
     )
+    token_ttl_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=30 * 24 * 3600,
+        description=(
+            "A bearer token is refused with 401 this many seconds after the simulator first "
+            "saw or issued it; 0 = tokens never expire."
+        ),
+    )
+    token_refresh_faults: bool = Field(
+        default=False,
+        description=(
+            "Let the rate limit, hangs and random 5xx reach POST /v1/access_token too; "
+            "by default only latency does."
+        ),
+    )
 
 
 PROFILES: dict[str, FaultConfig] = {
