@@ -12,6 +12,7 @@ from ledger.simulator.faults import PROFILES, FaultConfig
 from ledger.simulator.messages import Fault, SimRequest, SimResponse
 from ledger.simulator.sample import SampleSummary, write_sample_csv
 from ledger.simulator.server import SimServer, running_server, serve
+from ledger.simulator.tokens import OAuthClient
 
 __all__ = [
     "PROFILES",
@@ -19,6 +20,7 @@ __all__ = [
     "Fault",
     "FaultConfig",
     "LoggedRequest",
+    "OAuthClient",
     "SampleSummary",
     "SimRequest",
     "SimResponse",

@@ -1,6 +1,7 @@
 """The simulator's own endpoints, outside /v1: observe the org, reset it, change the faults.
 
-    GET   /_sim/state            counts per email and location name, writes, requests per route
+    GET   /_sim/state            counts per email and location name, writes (applied and
+                                 attempted), token refreshes, requests per route
     POST  /_sim/reset            empty org, counters and log (faults are kept)
     GET   /_sim/faults           the fault configuration in force
     PUT   /_sim/faults           replace it (absent fields take their defaults)

@@ -3,6 +3,9 @@
 A plain function with typer `Annotated` options, registered by the CLI as
 `app.command("sim")(sim_command)`. A fault option left out takes the `--profile` value; one
 given overrides it, so `--profile chaos --hang-rate 0` is chaos without hangs.
+
+It prints the base URL on its first line, then how to refresh a token against it (the OAuth
+client the simulator accepts), so that a client can be pointed at both.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import typer
 from ledger.simulator.core import Simulator
 from ledger.simulator.faults import PROFILES, FaultConfig
 from ledger.simulator.server import SimServer
+from ledger.simulator.tokens import TOKEN_PATH, OAuthClient
 
 _FAULTS = "Faults"
+_OAUTH = "Token refresh"
+_DEFAULT_OAUTH = OAuthClient()
 
 
 def sim_command(
@@ -24,8 +30,27 @@ def sim_command(
     port: Annotated[int, typer.Option(help="TCP port to listen on (0 picks a free one).")] = 8900,
     token: Annotated[
         str | None,
-        typer.Option(help="The only bearer token accepted; by default any non-empty token is."),
+        typer.Option(
+            help="The only bearer token accepted besides refreshed ones; by default any "
+            "non-empty token is."
+        ),
     ] = None,
+    client_id: Annotated[
+        str,
+        typer.Option(help="Client id accepted by POST /v1/access_token.", rich_help_panel=_OAUTH),
+    ] = _DEFAULT_OAUTH.client_id,
+    client_secret: Annotated[
+        str,
+        typer.Option(
+            help="Client secret accepted by POST /v1/access_token.", rich_help_panel=_OAUTH
+        ),
+    ] = _DEFAULT_OAUTH.client_secret,
+    refresh_token: Annotated[
+        str,
+        typer.Option(
+            help="Refresh token accepted by POST /v1/access_token.", rich_help_panel=_OAUTH
+        ),
+    ] = _DEFAULT_OAUTH.refresh_token,
     profile: Annotated[
         str,
         typer.Option(help=f"Fault preset: {', '.join(PROFILES)}.", rich_help_panel=_FAULTS),
@@ -98,16 +123,39 @@ def sim_command(
             rich_help_panel=_FAULTS,
         ),
     ] = None,
+    people_create_400_without_calling_share: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of those 400s whose person is created without location, number, "
+            "extension or calling license.",
+            rich_help_panel=_FAULTS,
+        ),
+    ] = None,
     lookup_delay_s: Annotated[
         float | None,
         typer.Option(
-            help="Seconds before a new person is found by email.", rich_help_panel=_FAULTS
+            help="Seconds before a new person shows in GET /people lists (email lookup too).",
+            rich_help_panel=_FAULTS,
         ),
     ] = None,
     auth_failure: Annotated[
         int | None,
         typer.Option(
             help="Answer every request with this status: 401 or 403.", rich_help_panel=_FAULTS
+        ),
+    ] = None,
+    token_ttl_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a bearer token lives after it is first seen or issued; 0 = for ever.",
+            rich_help_panel=_FAULTS,
+        ),
+    ] = None,
+    token_refresh_faults: Annotated[
+        bool | None,
+        typer.Option(
+            help="Let rate limit, hangs and random 5xx reach the token refresh too.",
+            rich_help_panel=_FAULTS,
         ),
     ] = None,
 ) -> None:
@@ -129,8 +177,11 @@ def sim_command(
             ("write_error_rate", write_error_rate),
             ("write_drop_rate", write_drop_rate),
             ("people_create_400_rate", people_create_400_rate),
+            ("people_create_400_without_calling_share", people_create_400_without_calling_share),
             ("lookup_delay_s", lookup_delay_s),
             ("auth_failure", auth_failure),
+            ("token_ttl_s", token_ttl_s),
+            ("token_refresh_faults", token_refresh_faults),
         )
         if value is not None
     }
@@ -138,11 +189,13 @@ def sim_command(
         faults = FaultConfig.model_validate({**PROFILES[profile].model_dump(), **overrides})
     except ValueError as error:
         raise typer.BadParameter(str(error).splitlines()[-1]) from None
+    oauth = OAuthClient(client_id, client_secret, refresh_token)
     try:
-        server = SimServer(Simulator(faults=faults, token=token), host, port)
+        server = SimServer(Simulator(faults=faults, token=token, oauth=oauth), host, port)
     except OSError as error:
         raise typer.BadParameter(f"cannot listen on {host}:{port}: {error}") from None
     typer.echo(server.base_url)
+    typer.echo(refresh_usage(server.origin, oauth))
     server.start()
     try:
         threading.Event().wait()
@@ -150,3 +203,12 @@ def sim_command(
         pass
     finally:
         server.stop()
+
+
+def refresh_usage(origin: str, oauth: OAuthClient) -> str:
+    """How to get a new access token from this simulator, as a line an operator can copy."""
+    return (
+        f"token refresh: POST {origin}{TOKEN_PATH} (form-encoded) grant_type=refresh_token "
+        f"client_id={oauth.client_id} client_secret={oauth.client_secret} "
+        f"refresh_token={oauth.refresh_token}"
+    )

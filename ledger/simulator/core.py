@@ -2,9 +2,12 @@
 
 One lock guards the whole state, the counters and the random generator, so the socket server's
 threads and an in-process client see one consistent org. Per /v1 request the order is what a
-client meets in front of and inside Webex: forced auth failure or a bad token (401), the rate
-limit (429), a hang, a random 5xx (nothing applied), the route itself, and after a successful
-write the "applied but answered badly" faults (5xx, dropped connection, 400 on POST /people).
+client meets in front of and inside Webex: forced auth failure or a bad or expired token (401),
+the rate limit (429), a hang, a random 5xx (nothing applied), the route itself, and after a
+successful write the "applied but answered badly" faults (5xx, dropped connection, 400 on
+POST /people, which may leave the person without its calling part). The token endpoint
+`POST /v1/access_token` needs no bearer token and meets those gateway faults only when
+`token_refresh_faults` says so (see `tokens`).
 """
 
 from __future__ import annotations
@@ -20,17 +23,20 @@ from dataclasses import dataclass
 
 import httpx
 
-from ledger.simulator import admin, errors, seeding
+from ledger.simulator import admin, errors, people
 from ledger.simulator.bodies import Call, Reply
 from ledger.simulator.errors import ApiError
 from ledger.simulator.faults import FaultConfig, FaultInjector
 from ledger.simulator.messages import Fault, HeaderPairs, SimRequest, SimResponse
 from ledger.simulator.routes import Match, Route, match
-from ledger.simulator.state import OrgStore, location_json, person_json
+from ledger.simulator.seeding import OrgSeeding
+from ledger.simulator.state import OrgStore
+from ledger.simulator.tokens import TOKEN_PATH, OAuthClient, TokenBook
 from ledger.simulator.transport import mock_transport
 
 JSON_TYPE = ("Content-Type", "application/json;charset=UTF-8")
 UNKNOWN_ROUTE = "unknown"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +52,7 @@ class LoggedRequest:
     tracking_id: str
 
 
-class Simulator:
+class Simulator(OrgSeeding):
     """A Webex org in memory that answers the subset of the API `ledger` uses."""
 
     def __init__(
@@ -54,20 +60,23 @@ class Simulator:
         *,
         faults: FaultConfig | None = None,
         token: str | None = None,
+        oauth: OAuthClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         request_log_size: int = 10_000,
     ) -> None:
-        """`token`: the only bearer token accepted (None accepts any non-empty one)."""
+        """`token`: the only bearer token accepted besides those the token endpoint issued
+        (None accepts any non-empty one); `oauth`: the client that may refresh tokens."""
         self._lock = threading.RLock()
         self._clock = clock
-        self._token = token
         self._injector = FaultInjector(faults or FaultConfig(), clock)
+        self._tokens = TokenBook(token, oauth or OAuthClient(), self._injector.config.seed)
         self._log: deque[LoggedRequest] = deque(maxlen=request_log_size)
         self._tracking = itertools.count(1)
         self._store = OrgStore(self._injector.config.seed, clock)
         self._by_route: dict[str, Counter[str]] = {}
         self._total = 0
         self._writes = 0
+        self._write_requests = 0
 
     # -- the one entry point -------------------------------------------------------------
 
@@ -80,7 +89,13 @@ class Simulator:
             delay = self._injector.latency_s()
             found = match(request.method, request.path)
             route_name = found.route.name if found.route else UNKNOWN_ROUTE
-            outcome = self._answer(request, found, tracking_id, delay)
+            if request.path == TOKEN_PATH:
+                route_name = f"{request.method} {TOKEN_PATH}"
+                outcome = self._refresh(request, tracking_id, delay)
+            else:
+                if request.method in WRITE_METHODS:
+                    self._write_requests += 1
+                outcome = self._answer(request, found, tracking_id, delay)
             status: int | str = outcome.status if isinstance(outcome, SimResponse) else outcome.kind
             self._record(request, route_name, status, tracking_id)
             return outcome
@@ -107,16 +122,33 @@ class Simulator:
         with self._lock:
             self._store = OrgStore(self._injector.config.seed, self._clock)
             self._injector.reset()
+            self._tokens.reset()
             self._log.clear()
             self._by_route = {}
             self._total = 0
             self._writes = 0
+            self._write_requests = 0
 
     @property
     def write_count(self) -> int:
-        """POST/PUT/DELETE requests that changed state (including those answered with a fault)."""
+        """POST/PUT/PATCH/DELETE requests that changed the org, whatever they were answered
+        (a write applied then answered 5xx, dropped or 400 counts; one refused does not)."""
         with self._lock:
             return self._writes
+
+    @property
+    def write_request_count(self) -> int:
+        """Every POST/PUT/PATCH/DELETE request under /v1, applied or not, whatever its answer
+        (refused, rate-limited, unknown path...): zero means the client attempted no write.
+        Token refreshes are not writes and are counted apart (`token_refresh_count`)."""
+        with self._lock:
+            return self._write_requests
+
+    @property
+    def token_refresh_count(self) -> int:
+        """Successful POST /v1/access_token refreshes."""
+        with self._lock:
+            return self._tokens.refreshes
 
     @property
     def total_requests(self) -> int:
@@ -177,113 +209,11 @@ class Simulator:
                     "numbers": len(store.numbers),
                 },
                 "writes": self._writes,
+                "write_requests": self._write_requests,
                 "requests_total": self._total,
                 "requests_by_route": self.requests_by_route(),
+                "tokens": self._tokens.snapshot(self._injector.config.token_ttl_s),
                 "faults": self._injector.config.model_dump(),
-            }
-
-    # -- seeding and reading the org directly (for tests of "already exists" paths) --------
-
-    def add_license(self, name: str, total_units: int, consumed_units: int = 0) -> str:
-        """Add a license; returns its id."""
-        with self._lock:
-            return self._store.add_license(name, total_units, consumed_units).id
-
-    def license_id(self, name: str) -> str:
-        """The id of the license with this name (KeyError if none)."""
-        with self._lock:
-            return seeding.license_id(self._store, name)
-
-    def add_location(
-        self,
-        name: str,
-        *,
-        calling: bool = False,
-        numbers: tuple[str, ...] = (),
-        time_zone: str = "America/Chicago",
-        preferred_language: str = "en_us",
-        announcement_language: str = "en_us",
-        address: dict[str, str] | None = None,
-    ) -> str:
-        """Add a location (optionally calling-enabled, with numbers); returns its id."""
-        with self._lock:
-            return seeding.add_location(
-                self._store,
-                name,
-                calling=calling,
-                numbers=numbers,
-                time_zone=time_zone,
-                preferred_language=preferred_language,
-                announcement_language=announcement_language,
-                address=address,
-            )
-
-    def add_numbers(self, location_id: str, numbers: tuple[str, ...]) -> None:
-        """Put numbers in a location's inventory."""
-        with self._lock:
-            seeding.add_numbers(self._store, location_id, numbers)
-
-    def add_person(
-        self,
-        email: str,
-        *,
-        first_name: str = "Test",
-        last_name: str = "User",
-        display_name: str | None = None,
-        location_id: str | None = None,
-        extension: str | None = None,
-        phone_number: str | None = None,
-        license_name: str | None = None,
-    ) -> str:
-        """Add a person, a calling user when given a location and a calling license; their id.
-
-        `license_name` defaults to the Professional calling license when a location is given.
-        Raises ApiError on the same checks as POST /people (taken extension, unknown number...).
-        """
-        with self._lock:
-            return seeding.add_person(
-                self._store,
-                email,
-                first_name=first_name,
-                last_name=last_name,
-                display_name=display_name,
-                location_id=location_id,
-                extension=extension,
-                phone_number=phone_number,
-                license_name=license_name,
-            )
-
-    def person(self, person_id: str) -> dict[str, object] | None:
-        """The person as GET /people/{id}?callingData=true shows it, or None."""
-        with self._lock:
-            record = self._store.people.get(person_id)
-            return None if record is None else person_json(self._store, record, calling_data=True)
-
-    def person_by_email(self, email: str) -> dict[str, object] | None:
-        """The person holding this email (ignoring any lookup delay), or None."""
-        with self._lock:
-            record = self._store.person_by_email(email)
-            return None if record is None else person_json(self._store, record, calling_data=True)
-
-    def location(self, location_id: str) -> dict[str, object] | None:
-        """The location as GET /locations/{id} shows it plus `callingEnabled`, or None."""
-        with self._lock:
-            record = self._store.locations.get(location_id)
-            if record is None:
-                return None
-            return {
-                **location_json(record, self._store.org_id),
-                "callingEnabled": record.calling_enabled,
-            }
-
-    def person_settings(self, person_id: str) -> dict[str, object]:
-        """A person's calling settings: voicemail, callerId choices, callWaiting."""
-        with self._lock:
-            record = self._store.people[person_id]
-            return {
-                "voicemail": dict(record.voicemail),
-                "callerId": dict(record.caller_id),
-                "callWaiting": record.call_waiting,
             }
 
     # -- the request pipeline --------------------------------------------------------------
@@ -291,20 +221,19 @@ class Simulator:
     def _answer(
         self, request: SimRequest, found: Match, tracking_id: str, delay: float
     ) -> SimResponse | Fault:
-        injector = self._injector
-        config = injector.config
+        config = self._injector.config
+        call: Call | None = None
         try:
             if config.auth_failure == 403:
                 raise errors.forbidden()
-            if config.auth_failure == 401 or not self._authorized(request):
+            authorization = request.header("authorization")
+            if config.auth_failure == 401 or not self._tokens.accepts(
+                authorization, config.token_ttl_s, self._clock()
+            ):
                 raise errors.unauthorized()
-            wait = injector.take_token()
-            if wait is not None:
-                raise errors.too_many_requests(injector.retry_after(wait))
-            if injector.chance(config.hang_rate):
-                return Fault("hang", delay_s=delay, hang_s=config.hang_s)
-            if injector.chance(config.error_rate):
-                raise errors.server_error(injector.server_error_status())
+            hang = self._gateway_faults(delay)
+            if hang is not None:
+                return hang
             route = found.route
             if route is None:
                 if found.path_known:
@@ -317,6 +246,36 @@ class Simulator:
                 after = self._after_write(route, reply, tracking_id, delay)
                 if after is not None:
                     return after
+        except ApiError as error:
+            if call is not None and call.changed:
+                self._writes += 1  # a route that changed the org before refusing still wrote
+            return self._error_response(error, tracking_id, delay)
+        return self._response(reply, tracking_id, delay)
+
+    def _gateway_faults(self, delay: float) -> Fault | None:
+        """The rate limit (429), a hang, a random 5xx: raised, or the hang returned."""
+        injector = self._injector
+        config = injector.config
+        wait = injector.take_token()
+        if wait is not None:
+            raise errors.too_many_requests(injector.retry_after(wait))
+        if injector.chance(config.hang_rate):
+            return Fault("hang", delay_s=delay, hang_s=config.hang_s)
+        if injector.chance(config.error_rate):
+            raise errors.server_error(injector.server_error_status())
+        return None
+
+    def _refresh(self, request: SimRequest, tracking_id: str, delay: float) -> SimResponse | Fault:
+        """POST /v1/access_token: no bearer token, and gateway faults only when enabled."""
+        config = self._injector.config
+        try:
+            if request.method != "POST":
+                raise errors.method_not_allowed(request.method)
+            if config.token_refresh_faults:
+                hang = self._gateway_faults(delay)
+                if hang is not None:
+                    return hang
+            reply = self._tokens.refresh(request, config.token_ttl_s, self._clock())
         except ApiError as error:
             return self._error_response(error, tracking_id, delay)
         return self._response(reply, tracking_id, delay)
@@ -333,16 +292,11 @@ class Simulator:
             error = errors.server_error(injector.server_error_status())
             return self._error_response(error, tracking_id, delay)
         if route.name == "POST /v1/people" and injector.chance(config.people_create_400_rate):
+            if injector.chance(config.people_create_400_without_calling_share):
+                people.strip_created_calling(self._store, reply)
             error = errors.bad_request("Failed to provision the calling data of the user.")
             return self._error_response(error, tracking_id, delay)
         return None
-
-    def _authorized(self, request: SimRequest) -> bool:
-        header = request.header("authorization") or ""
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False
-        return self._token is None or token.strip() == self._token
 
     def _tracking_id(self) -> str:
         number = next(self._tracking)

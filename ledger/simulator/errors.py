@@ -9,6 +9,20 @@ A client must read the message from whichever shape arrives, so the simulator us
     PLAIN    {"errorMessage"}                                                   gateway 5xx
 
 Route code raises `ApiError`; the core turns it into a response once the tracking id is known.
+
+Guesses. Where Webex documents nothing (not in the OpenAPI files, the derived catalog or its
+published guides), the simulator still has to answer something. Each such answer is marked
+`GUESS:` where it is made and listed here, so that nobody mistakes it for Webex's contract:
+
+- POST /v1/access_token errors: bad or missing `grant_type` or `refresh_token` 400, wrong
+  `client_id`/`client_secret` 401, in the MESSAGE shape (the OAuth error name leads the text).
+- GET /people `max` above its documented cap (100 with callingData=true, 50 with locationId):
+  the page is cut to the cap, not refused; the files say only that max "will not be more than".
+- POST /telephony/config/locations/{id}/numbers: at most `NUMBERS_ADD_MAX` numbers per request
+  (the files cap only mobile numbers, at 20, and DEACTIVATE of the same path at 500), 400 above;
+  one bad number (not E.164, or in another location) refuses the whole request, adding none.
+- POST /people "400 but created" may leave the person without the calling part (no location,
+  number, extension or calling license): the identity is made before calling is provisioned.
 """
 
 from __future__ import annotations
@@ -177,3 +191,29 @@ def server_error(status: int) -> ApiError:
             503, "Service Unavailable: try again later.", headers=(("Retry-After", "1"),)
         )
     return ApiError(status, "An unexpected error occurred, please try again.")
+
+
+# GUESS: the OAuth errors of POST /v1/access_token (see the module docstring).
+
+
+def token_request_invalid(message: str) -> ApiError:
+    """400 for a refresh request without the form fields it needs, or another grant type."""
+    return ApiError(400, message)
+
+
+def token_client_invalid() -> ApiError:
+    """401 for a client id or secret the token endpoint does not know."""
+    return ApiError(401, "invalid_client: The client_id or client_secret is not valid.")
+
+
+def refresh_token_invalid() -> ApiError:
+    """400 for a refresh token that is wrong, revoked or expired."""
+    return ApiError(
+        400,
+        "invalid_grant: The refresh token provided is expired, revoked, malformed, or invalid.",
+    )
+
+
+def too_many_numbers(limit: int) -> ApiError:
+    """GUESS: 400 when one request adds more numbers than `limit` (see the module docstring)."""
+    return invalid_value(f"At most {limit} phone numbers can be added in one request.")

@@ -56,11 +56,36 @@ class FaultConfig(BaseModel):
     people_create_400_rate: Probability = Field(
         default=0.0, description="POST /people that create the person yet answer 400."
     )
+    people_create_400_without_calling_share: Probability = Field(
+        default=0.0,
+        description=(
+            "Share of those '400 but created' answers whose person is created without its "
+            "calling part: no location, extension, phone number or calling license (other "
+            "licenses kept). A PUT /people/{id}?callingData=true with them makes it a calling "
+            "user; until then its calling settings answer 404."
+        ),
+    )
     lookup_delay_s: float = Field(
         default=0.0, ge=0, le=3_600, description="Delay before a new person shows in ?email=."
     )
     auth_failure: Literal[401, 403] | None = Field(
         default=None, description="Answer every /v1 request with this status."
+    )
+    token_ttl_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=30 * 24 * 3600,
+        description=(
+            "A bearer token is refused with 401 this many seconds after the simulator first "
+            "saw or issued it; 0 = tokens never expire."
+        ),
+    )
+    token_refresh_faults: bool = Field(
+        default=False,
+        description=(
+            "Let the rate limit, hangs and random 5xx reach POST /v1/access_token too; "
+            "by default only latency does."
+        ),
     )
 
 
@@ -88,6 +113,7 @@ PROFILES: dict[str, FaultConfig] = {
         write_error_rate=0.03,
         write_drop_rate=0.03,
         people_create_400_rate=0.05,
+        people_create_400_without_calling_share=0.5,
         lookup_delay_s=10,
     ),
 }

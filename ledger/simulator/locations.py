@@ -19,6 +19,7 @@ from ledger.simulator.errors import (
     invalid_value,
     missing_fields,
     not_found,
+    too_many_numbers,
 )
 from ledger.simulator.people import E164_RE, normalize_number
 from ledger.simulator.state import (
@@ -35,6 +36,9 @@ LOCATION_NAME_MAX = 256
 CALLING_NAME_MAX = 80
 REQUIRED_ADDRESS = ("address1", "city", "state", "postalCode", "country")
 NUMBERS_MAX = 2000
+# GUESS: the files give no limit for DID numbers per request (20 for mobile numbers, 500 for
+# DEACTIVATE on the same path); this one keeps a client's batches to a size Webex takes.
+NUMBERS_ADD_MAX = 500
 
 
 def _address(body: dict[str, object], missing: list[str]) -> dict[str, str]:
@@ -196,13 +200,19 @@ def enable_calling(call: Call) -> Reply:
 
 
 def add_numbers(call: Call) -> Reply:
-    """POST /telephony/config/locations/{id}/numbers: 201; numbers already there are ignored."""
+    """POST /telephony/config/locations/{id}/numbers: 201; numbers already there are ignored.
+
+    Several numbers in one request are added all or none: one that is not E.164 or lives in
+    another location refuses the request, naming it (a GUESS, see errors.py).
+    """
     store = call.store
     location = _calling_location(call)
     body = call.json_body(invalid_value)
-    numbers = str_list(body, "phoneNumbers", invalid_value)
+    numbers = list(dict.fromkeys(str_list(body, "phoneNumbers", invalid_value)))
     if not numbers:
         raise missing_fields(["phoneNumbers"])
+    if len(numbers) > NUMBERS_ADD_MAX:
+        raise too_many_numbers(NUMBERS_ADD_MAX)
     state = opt_str(body, "state", invalid_value) or "ACTIVE"
     if state not in ("ACTIVE", "INACTIVE"):
         raise invalid_value(f"state '{state}' is not valid.")
@@ -239,11 +249,17 @@ def list_numbers(call: Call) -> Reply:
         owner_id = store.extension_owner.get((location_id, extension))
         entries = [_owner_entry(call, location_id, owner_id)] if owner_id is not None else []
     else:
-        entries = [number_entry(store, record) for record in store.numbers.values()]
+        # Narrowed by location before the entries are built: a batch reads a whole location.
+        entries = [
+            number_entry(store, record)
+            for record in store.numbers.values()
+            if not location_id or record.location_id == location_id
+        ]
         entries.extend(
             extension_entry(store, loc_id, store.people[person_id])
             for (loc_id, _), person_id in store.extension_owner.items()
-            if store.people[person_id].work_number is None
+            if (not location_id or loc_id == location_id)
+            and store.people[person_id].work_number is None
         )
     wanted_owner = call.request.query_value("ownerId")
     only_free = call.flag("available")

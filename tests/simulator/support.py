@@ -68,3 +68,13 @@ def create_user(api: httpx.Client, body: dict[str, Any]) -> httpx.Response:
 
 
 LOCATION = location_body("Austin HQ")
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -10,17 +10,7 @@ import httpx
 import pytest
 
 from ledger.simulator import PROFILES, Fault, FaultConfig, SimRequest, SimResponse, Simulator
-from tests.simulator.support import AUTH, BASE, LOCATION
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.simulator.support import AUTH, BASE, LOCATION, FakeClock
 
 
 @pytest.fixture
