@@ -27,7 +27,7 @@ from ledger.state_store import (
     renew_leases,
     run_is_finished,
 )
-from tests.conftest import write_csv
+from tests.support.csvfiles import write_csv
 
 LEASE_S = 60.0
 SHORT_LEASE_S = 0.05

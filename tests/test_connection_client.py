@@ -46,32 +46,12 @@ from ledger.logs import (
     redact,
     shutdown_logging,
 )
+from tests.support.clock import WALL_START, FakeTime
 
 TOKEN = "NjQ0ZTk0secret-token-value_0123456789abcdef"
 BASE = "https://webex.test/v1"
-WALL_START = 1_800_000_000.0
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeTime:
-    """A monotonic clock and a wall clock that move only when something sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return WALL_START + self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -36,7 +36,9 @@ from ledger.state_store import (
     release_rows,
 )
 from ledger.writers import export_all, neutralise
-from tests.conftest import LedgerEnv, assert_exit, invoke, read_csv, write_csv
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import read_csv, write_csv
+from tests.support.people import person
 
 # --- building ledgers without the executor ---------------------------------------------------
 
@@ -53,18 +55,6 @@ HEADER = [
     "voicemail_enabled",
 ]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
-
-
-def person(n: int, **overrides: str) -> list[str]:
-    values = {
-        "email": f"user{n}@example.com",
-        "first_name": "User",
-        "last_name": f"Number{n}",
-        "location_name": "HQ",
-        "extension": str(1000 + n),
-        **overrides,
-    }
-    return [values.get(column, "") for column in HEADER]
 
 
 @dataclass(frozen=True)
@@ -195,21 +185,23 @@ def build_mixed_run(
     batch 3: rows 11, 13, 14, 15     pending, success, ready, ready       (12 rejected)
     """
     rows = [
-        person(1, phone_number="+1 415 555 0101", location_time_zone="America/New_York"),
-        person(2, voicemail_enabled="true"),
-        person(3, email="not-an-email"),
-        person(4),
-        person(5, location_name="Branch", location_country="US"),
-        person(6),
-        person(7, extension="7"),
-        person(8, phone_number="+14155550108"),
-        person(9),
-        person(10, location_name="Branch"),
-        person(11),
-        person(12, email="USER1@example.com"),
-        person(13),
-        person(14),
-        person(15),
+        person(
+            1, values=False, phone_number="+1 415 555 0101", location_time_zone="America/New_York"
+        ),
+        person(2, values=False, voicemail_enabled="true"),
+        person(3, values=False, email="not-an-email"),
+        person(4, values=False),
+        person(5, values=False, location_name="Branch", location_country="US"),
+        person(6, values=False),
+        person(7, values=False, extension="7"),
+        person(8, values=False, phone_number="+14155550108"),
+        person(9, values=False),
+        person(10, values=False, location_name="Branch"),
+        person(11, values=False),
+        person(12, values=False, email="USER1@example.com"),
+        person(13, values=False),
+        person(14, values=False),
+        person(15, values=False),
     ]
     source = write_csv(env.root / "users.csv", HEADER, rows)
     ledger = open_ledger(db_url or env.db_url)
@@ -307,7 +299,9 @@ def test_checkpoint_values_follow_the_spec(ledger_env: LedgerEnv, mixed: MixedRu
 
 
 def test_checkpoint_is_zero_until_the_first_batch_is_terminal(ledger_env: LedgerEnv) -> None:
-    source = write_csv(ledger_env.root / "users.csv", HEADER, [person(n) for n in range(1, 6)])
+    source = write_csv(
+        ledger_env.root / "users.csv", HEADER, [person(n, values=False) for n in range(1, 6)]
+    )
     ledger = open_ledger(ledger_env.db_url)
     try:
         settings = load_settings(BATCH_SIZE=2, LEDGER_OUTPUT_DIR=ledger_env.out_dir)
@@ -464,13 +458,13 @@ def test_neutralise(cell: object, written: str) -> None:
 
 def test_formula_cells_are_neutralised_in_every_artifact(ledger_env: LedgerEnv) -> None:
     rows = [
-        person(1, location_name="-Lab", department='=HYPERLINK("http://x")'),
-        person(2, department="+SUM(A1)", phone_number="+14155550100"),
-        person(3, department="@cmd", email="bad@"),
-        person(4, department="\t=1+1"),
-        person(5, department="\r-1"),
-        person(6, department="Sales", phone_number="+14155550106"),
-        person(7, department="two\rlines"),
+        person(1, values=False, location_name="-Lab", department='=HYPERLINK("http://x")'),
+        person(2, values=False, department="+SUM(A1)", phone_number="+14155550100"),
+        person(3, values=False, department="@cmd", email="bad@"),
+        person(4, values=False, department="\t=1+1"),
+        person(5, values=False, department="\r-1"),
+        person(6, values=False, department="Sales", phone_number="+14155550106"),
+        person(7, values=False, department="two\rlines"),
     ]
     # CRLF line ends, so that the csv module quotes the cells holding a carriage return.
     source = write_csv(ledger_env.root / "users.csv", HEADER, rows, newline="\r\n")

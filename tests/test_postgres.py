@@ -16,13 +16,8 @@ from sqlalchemy import text
 from ledger.database import Ledger, open_ledger
 from ledger.models import Base
 from ledger.state_store import ClaimedRow, claim_batch
-from tests.conftest import LedgerEnv, assert_exit, invoke, write_csv
-from tests.postgres import (
-    _postgres_ledger_template,
-    postgres_ledger_url,
-    postgres_server,
-    postgres_url,
-)
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import write_csv
 from tests.test_claims import (
     LEASE_S,
     check_concurrent_claims_are_disjoint,
@@ -40,9 +35,6 @@ from tests.test_schema import (
     insert_good_states,
     open_from_processes_at_once,
 )
-
-# Fixtures, used by name.
-__all__ = ["_postgres_ledger_template", "postgres_ledger_url", "postgres_server", "postgres_url"]
 
 pytestmark = pytest.mark.postgres
 

@@ -18,8 +18,7 @@ from ledger.database import Ledger, open_ledger
 from ledger.models import Event, Row
 from ledger.state_store import save_worker_stats
 from ledger.status import run_status
-from tests.conftest import LedgerEnv, assert_exit, invoke
-from tests.postgres import postgres_server, postgres_url
+from tests.support.cli import LedgerEnv, assert_exit, invoke
 from tests.test_export import (
     EXTENSION_IN_USE,
     NUMBER_IN_USE,
@@ -28,8 +27,6 @@ from tests.test_export import (
     finish,
     work_rows,
 )
-
-__all__ = ["postgres_server", "postgres_url"]  # fixtures, used by name
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from ledger.simulator import Simulator
-from tests.openapi_contract import contract_event_hooks
-from tests.simulator.support import AUTH, BASE
+from tests.support.openapi import contract_event_hooks
+from tests.support.simulator import AUTH, BASE
 
 
 @pytest.fixture

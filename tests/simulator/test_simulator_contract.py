@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-import tests.openapi_contract as contract_module
+import tests.support.openapi as contract_module
 from ledger.simulator import Simulator
 from ledger.simulator.routes import ROUTES
-from tests.openapi_contract import (
+from tests.support.openapi import (
     LOCATION_FROM_EXAMPLES,
     CatalogEndpoint,
     Operation,

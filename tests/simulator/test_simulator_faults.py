@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from ledger.simulator import PROFILES, Fault, FaultConfig, SimRequest, SimResponse, Simulator
-from tests.simulator.support import AUTH, BASE, LOCATION
+from tests.support.simulator import AUTH, BASE, LOCATION
 
 
 class FakeClock:

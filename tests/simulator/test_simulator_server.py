@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from ledger.simulator import FaultConfig, Simulator, running_server, serve
 from ledger.simulator.command import sim_command
-from tests.openapi_contract import contract_event_hooks
-from tests.simulator.support import AUTH, LOCATION
+from tests.support.openapi import contract_event_hooks
+from tests.support.simulator import AUTH, LOCATION
 
 
 @pytest.fixture

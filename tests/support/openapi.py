@@ -39,7 +39,7 @@ import httpx
 import pytest
 from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator, oas30_format_checker
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_DIR_ENV = "WEBEX_OPENAPI_DIR"
 OFFICIAL_FILES = ("webex-admin.json", "webex-device.json")
 CATALOG_FILE = "derived-endpoint-catalog.wxc_sdk.json"
