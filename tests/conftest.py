@@ -15,6 +15,7 @@ import pytest
 
 from ledger.config import Settings
 from tests.support.cli import LedgerEnv
+from tests.support.ledgers import MixedRun, build_mixed_run
 from tests.support.postgres import PostgresServer, migrated_template, throwaway_cluster
 from tests.support.work import Jobs
 
@@ -44,6 +45,14 @@ def jobs(tmp_path: Path) -> Iterator[Jobs]:
     """Jobs of `ledger work` under tmp_path, on one fake clock; closed at the test's end."""
     with Jobs(tmp_path) as made:
         yield made
+
+
+@pytest.fixture
+def mixed(ledger_env: LedgerEnv) -> Iterator[MixedRun]:
+    """A ledger at `ledger_env.db_url` with rows in every outcome (see build_mixed_run)."""
+    built = build_mixed_run(ledger_env)
+    yield built
+    built.ledger.dispose()
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
