@@ -802,6 +802,23 @@ def test_repeat_suppressor_bounds_its_keys() -> None:
     for n in range(10):
         record = logging.makeLogRecord({"msg": f"m{n}", "event": "e", "levelno": logging.ERROR})
         assert suppressor.admit(record)[-1] is record
+    # The same ten messages again, three times each: the first is written and opens a window
+    # (the message's old one was let go), the other two are past the limit and only counted.
+    written: list[logging.LogRecord] = []
+    for n in range(10):
+        for _ in range(3):
+            record = logging.makeLogRecord({"msg": f"m{n}", "event": "e", "levelno": logging.ERROR})
+            written += suppressor.admit(record)
+    # Only two windows are ever open: a new message closes the oldest, whose summary comes out
+    # then (the clock never moves, so no window closes for its age)...
+    assert [line.getMessage() for line in written if "repeated" in line.__dict__] == [
+        f"m{n} … repeated 2 times in 0 s" for n in range(8)
+    ]
+    # ...and only the two newest are still open at the end.
+    assert [line.getMessage() for line in suppressor.drain()] == [
+        "m8 … repeated 2 times in 0 s",
+        "m9 … repeated 2 times in 0 s",
+    ]
 
 
 def test_redact() -> None:
