@@ -30,7 +30,7 @@ def base_url(sim: Simulator) -> Iterator[str]:
 
 def test_serves_webex_over_http_with_keep_alive(base_url: str, sim: Simulator) -> None:
     assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
-    hooks = contract_event_hooks(skip_if_missing=False)
+    hooks = contract_event_hooks()
     with httpx.Client(base_url=base_url, headers=AUTH, event_hooks=hooks) as client:
         for _ in range(5):
             response = client.get("/licenses")
