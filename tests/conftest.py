@@ -1,4 +1,4 @@
-"""Fixtures and helpers shared by the test suite.
+"""Fixtures of the whole suite (the helpers they use are in tests/support/).
 
 Every test starts with none of SPEC section 2's variables set (the developer's shell must not
 leak a token or a BATCH_SIZE into a test). `ledger_env` goes further for tests of the CLI: the
@@ -8,39 +8,22 @@ artifacts and the log all live inside it.
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from ledger.cli import app
 from ledger.config import Settings
-
-CONFIG_VARIABLES = tuple(Settings.model_fields)
+from tests.support.cli import LedgerEnv
+from tests.support.ledgers import MixedRun, build_mixed_run
+from tests.support.postgres import PostgresServer, migrated_template, throwaway_cluster
+from tests.support.work import Jobs
 
 
 @pytest.fixture(autouse=True)
 def _no_config_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in CONFIG_VARIABLES:
+    for name in Settings.model_fields:
         monkeypatch.delenv(name, raising=False)
-
-
-@dataclass(frozen=True)
-class LedgerEnv:
-    """Where a CLI test's ledger, artifacts and log live."""
-
-    root: Path
-    db_url: str
-    out_dir: Path
-    log_file: Path
-
-    @property
-    def rejected_csv(self) -> Path:
-        return self.out_dir / "rejected_rows.csv"
 
 
 @pytest.fixture
@@ -57,49 +40,43 @@ def ledger_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LedgerEnv:
     return env
 
 
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    """Run `ledger ARGS…` in-process, as a user would, stdout and stderr kept apart."""
-    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=True)
+@pytest.fixture
+def jobs(tmp_path: Path) -> Iterator[Jobs]:
+    """Jobs of `ledger work` under tmp_path, on one fake clock; closed at the test's end."""
+    with Jobs(tmp_path) as made:
+        yield made
 
 
-def assert_no_traceback(result: Result) -> None:
-    for text in (result.stdout, result.stderr, result.output):
-        assert "Traceback" not in text, text
-    # An exception escaping the command (other than its own exit) is a crash, even if silent.
-    if result.exception is not None:
-        assert isinstance(result.exception, SystemExit), repr(result.exception)
+@pytest.fixture
+def mixed(ledger_env: LedgerEnv) -> Iterator[MixedRun]:
+    """A ledger at `ledger_env.db_url` with rows in every outcome (see build_mixed_run)."""
+    built = build_mixed_run(ledger_env)
+    yield built
+    built.ledger.dispose()
 
 
-def assert_exit(result: Result, code: int) -> None:
-    assert_no_traceback(result)
-    assert result.exit_code == code, (
-        f"exit {result.exit_code}, expected {code}\nstdout: {result.stdout}\n"
-        f"stderr: {result.stderr}"
-    )
+# --- PostgreSQL ------------------------------------------------------------------------------
 
 
-def csv_text(header: Sequence[str], rows: Iterable[Sequence[str]], *, newline: str = "\n") -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator=newline)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster for the whole session (skips the test when there is none)."""
+    with throwaway_cluster() as server:
+        yield server
 
 
-def write_csv(
-    path: Path,
-    header: Sequence[str],
-    rows: Iterable[Sequence[str]],
-    *,
-    newline: str = "\n",
-    bom: bool = False,
-) -> Path:
-    """Write a UTF-8 CSV the way a spreadsheet would (quoting only where needed)."""
-    data = csv_text(header, rows, newline=newline).encode("utf-8")
-    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
-    return path
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A `postgresql+psycopg://` URL of a fresh, empty database."""
+    return postgres_server.create_database()
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+@pytest.fixture(scope="session")
+def _postgres_ledger_template(postgres_server: PostgresServer) -> str:
+    return migrated_template(postgres_server)  # migrated once; each test gets a copy
+
+
+@pytest.fixture
+def postgres_ledger_url(postgres_server: PostgresServer, _postgres_ledger_template: str) -> str:
+    """The URL of a fresh database already migrated to head (faster than migrating each)."""
+    return postgres_server.create_database(template=_postgres_ledger_template)

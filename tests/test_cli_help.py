@@ -6,7 +6,7 @@ import pytest
 import typer
 
 from ledger.cli import app
-from tests.conftest import assert_exit, invoke
+from tests.support.cli import assert_exit, invoke
 
 GROUP = typer.main.get_command(app)
 COMMANDS = sorted(GROUP.commands)  # type: ignore[attr-defined]

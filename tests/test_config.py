@@ -8,7 +8,8 @@ import pytest
 
 from ledger.config import DEFAULT_CONCURRENCY, Settings, load_settings
 from ledger.error_handling import ConfigError
-from tests.conftest import LedgerEnv, assert_exit, invoke, write_csv
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import write_csv
 
 TOKEN = "NmQ1Yz-very-secret-token-0042"
 

@@ -40,32 +40,12 @@ from ledger.logs import (
 )
 from ledger.pacing import AdaptiveRateLimiter, Throttle
 from ledger.responses import parse_retry_after, require_fields, require_list, require_str
+from tests.support.clock import WALL_START, FakeTime
 
 TOKEN = "NjQ0ZTk0secret-token-value_0123456789abcdef"
 BASE = "https://webex.test/v1"
-WALL_START = 1_800_000_000.0
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeTime:
-    """A monotonic clock and a wall clock that move only when something sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return WALL_START + self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -816,6 +796,23 @@ def test_repeat_suppressor_bounds_its_keys() -> None:
     for n in range(10):
         record = logging.makeLogRecord({"msg": f"m{n}", "event": "e", "levelno": logging.ERROR})
         assert suppressor.admit(record)[-1] is record
+    # The same ten messages again, three times each: the first is written and opens a window
+    # (the message's old one was let go), the other two are past the limit and only counted.
+    written: list[logging.LogRecord] = []
+    for n in range(10):
+        for _ in range(3):
+            record = logging.makeLogRecord({"msg": f"m{n}", "event": "e", "levelno": logging.ERROR})
+            written += suppressor.admit(record)
+    # Only two windows are ever open: a new message closes the oldest, whose summary comes out
+    # then (the clock never moves, so no window closes for its age)...
+    assert [line.getMessage() for line in written if "repeated" in line.__dict__] == [
+        f"m{n} … repeated 2 times in 0 s" for n in range(8)
+    ]
+    # ...and only the two newest are still open at the end.
+    assert [line.getMessage() for line in suppressor.drain()] == [
+        "m8 … repeated 2 times in 0 s",
+        "m9 … repeated 2 times in 0 s",
+    ]
 
 
 def test_redact() -> None:

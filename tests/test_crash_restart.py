@@ -25,19 +25,21 @@ import pytest
 
 from ledger.simulator.faults import FaultConfig
 from ledger.simulator.sample import write_sample_csv
-from tests.systemsupport import (
+from tests.support.system import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     Workspace,
+    ingest,
+    ledger_env,
+    running_simulator,
+    start_ledger,
+)
+from tests.support.system_checks import (
     check_artifacts,
     check_no_duplicates,
     check_remote_matches,
     finished_rows,
-    ingest,
-    ledger_env,
     read_ledger,
-    running_simulator,
-    start_ledger,
     status_counts,
 )
 

@@ -27,7 +27,7 @@ from ledger.data_pipeline import (
     validate_row,
 )
 from ledger.error_handling import InputFileError, ReasonCode
-from tests.conftest import write_csv
+from tests.support.csvfiles import write_csv
 
 BASE = {
     "email": "ana.garcia@example.com",

@@ -2,10 +2,8 @@
 in exactly one file, byte-identical re-exports, neutralised formula cells, retry_rows.csv, and
 one consistent snapshot while workers write.
 
-The ledgers are built without the executor: a CSV is ingested, then rows are driven through
-`state_store` exactly as a worker would (`claim_batch`, `record_step`, `finish_row`). The
-helpers for that (`MixedRun`, `build_mixed_run`, `work_rows`) are shared with
-test_status_retry.py.
+The ledgers are built without the executor (tests/support/ledgers.py): a CSV is ingested, then
+rows are driven through `state_store` exactly as a worker would.
 """
 
 from __future__ import annotations
@@ -14,231 +12,33 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
 import ledger.writers
 from ledger.config import PIPELINE_VERSION, load_settings
-from ledger.database import Ledger, open_ledger
+from ledger.database import open_ledger
 from ledger.error_handling import ReasonCode
 from ledger.ingest import ingest_file
-from ledger.state_store import (
-    ClaimedRow,
-    RunInfo,
-    StepOutcome,
-    claim_batch,
-    finish_row,
-    record_step,
-    release_rows,
-)
+from ledger.state_store import claim_batch
 from ledger.writers import export_all, neutralise
-from tests.conftest import LedgerEnv, assert_exit, invoke, read_csv, write_csv
-
-# --- building ledgers without the executor ---------------------------------------------------
-
-HEADER = [
-    "email",
-    "first_name",
-    "last_name",
-    "location_name",
-    "location_time_zone",
-    "location_country",
-    "extension",
-    "phone_number",
-    "department",
-    "voicemail_enabled",
-]
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
-
-
-def person(n: int, **overrides: str) -> list[str]:
-    values = {
-        "email": f"user{n}@example.com",
-        "first_name": "User",
-        "last_name": f"Number{n}",
-        "location_name": "HQ",
-        "extension": str(1000 + n),
-        **overrides,
-    }
-    return [values.get(column, "") for column in HEADER]
-
-
-@dataclass(frozen=True)
-class Pending:
-    """How `work_rows` should leave a row pending."""
-
-    code: ReasonCode
-    message: str = "the extension belongs to someone else"
-    step: str = "user"
-    http_status: int | None = 400
-
-
-Plan = Pending | Literal["success"]
-
-
-def step_outcomes(row: ClaimedRow) -> list[StepOutcome]:
-    """What a worker records for a row whose steps all succeed (SPEC section 4)."""
-    user = row.user
-    location = user.location_name
-    steps = [
-        StepOutcome("location", "unchanged", "location", location, 200, f"LOC-{location}"),
-        StepOutcome("calling", "unchanged", "location", location, 200, f"LOC-{location}"),
-    ]
-    if user.phone_number:
-        key = f"LOC-{location}:{user.phone_number}"
-        steps.append(StepOutcome("number", "created", "number", key, 201, f"NUM-{row.row_id}"))
-    steps.append(StepOutcome("user", "created", "user", user.email, 200, f"PERSON-{row.row_id}"))
-    settings = "updated" if user.names_settings() else "skipped"
-    steps.append(StepOutcome("settings", settings, "settings", user.email, 200))
-    return steps
-
-
-def finish(ledger: Ledger, row: ClaimedRow, outcome: Plan) -> None:
-    """Record a claimed row's steps and finish it as `outcome`, as a worker would."""
-    steps = step_outcomes(row)
-    if outcome == "success":
-        for step in steps:
-            record_step(ledger, row, step)
-        finish_row(ledger, row, status="success", required_steps=[step.step for step in steps])
-        return
-    # The steps before the failing one succeeded; the failing one is recorded as failed.
-    for step in steps:
-        if step.step == outcome.step:
-            failed = StepOutcome(
-                step.step,
-                "failed",
-                step.entity_type,
-                step.entity_key,
-                outcome.http_status,
-                message=outcome.message,
-            )
-            record_step(ledger, row, failed)
-            break
-        record_step(ledger, row, step)
-    finish_row(
-        ledger,
-        row,
-        status="pending",
-        reason_code=outcome.code,
-        reason_message=outcome.message,
-        reason_step=outcome.step,
-        http_status=outcome.http_status,
-    )
-
-
-def work_rows(
-    ledger: Ledger,
-    run: RunInfo,
-    plan: Mapping[int, Plan],
-    *,
-    worker: str = "worker-a",
-    lease_s: float = 60.0,
-    keep_claimed: bool = False,
-) -> list[ClaimedRow]:
-    """Claim every ready row and finish those `plan` names (by row_id) as planned.
-
-    The others are released back to `ready`, or with `keep_claimed` left claimed (in flight)
-    and returned.
-    """
-    left = []
-    for row in claim_batch(ledger, run.id, worker, 100_000, lease_s):
-        outcome = plan.get(row.row_id)
-        if outcome is None:
-            left.append(row)
-        else:
-            finish(ledger, row, outcome)
-    if keep_claimed:
-        return left
-    release_rows(ledger, left)
-    return []
-
-
-@dataclass(frozen=True)
-class MixedRun:
-    """A run with rows in every outcome, and which row_id is in which."""
-
-    ledger: Ledger
-    run: RunInfo
-    source: Path
-    success: frozenset[int]
-    pending: Mapping[int, Pending]
-    rejected: Mapping[int, str]
-    in_flight: tuple[ClaimedRow, ...]
-    ready: frozenset[int]
-
-    @property
-    def claimed(self) -> frozenset[int]:
-        return frozenset(row.row_id for row in self.in_flight)
-
-    @property
-    def all_rows(self) -> frozenset[int]:
-        return frozenset(range(1, self.run.total_rows + 1))
-
-
-EXTENSION_IN_USE = Pending(ReasonCode.EXTENSION_IN_USE)
-NUMBER_IN_USE = Pending(
-    ReasonCode.NUMBER_IN_USE, "number +14155550108 is assigned to another user", "number", 409
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import read_csv, write_csv
+from tests.support.ledgers import (
+    EXTENSION_IN_USE,
+    HEADER,
+    NUMBER_IN_USE,
+    MixedRun,
+    Pending,
+    Plan,
+    finish,
+    work_rows,
 )
+from tests.support.people import person
 
-
-def build_mixed_run(
-    env: LedgerEnv, *, keep_claimed: bool = True, db_url: str | None = None
-) -> MixedRun:
-    """15 rows in batches of 4 (rejected rows get no batch):
-
-    batch 1: rows 1, 2, 4, 5         success, success, pending, success   (3 rejected)
-    batch 2: rows 6, 8, 9, 10        success, pending, claimed, success   (7 rejected)
-    batch 3: rows 11, 13, 14, 15     pending, success, ready, ready       (12 rejected)
-    """
-    rows = [
-        person(1, phone_number="+1 415 555 0101", location_time_zone="America/New_York"),
-        person(2, voicemail_enabled="true"),
-        person(3, email="not-an-email"),
-        person(4),
-        person(5, location_name="Branch", location_country="US"),
-        person(6),
-        person(7, extension="7"),
-        person(8, phone_number="+14155550108"),
-        person(9),
-        person(10, location_name="Branch"),
-        person(11),
-        person(12, email="USER1@example.com"),
-        person(13),
-        person(14),
-        person(15),
-    ]
-    source = write_csv(env.root / "users.csv", HEADER, rows)
-    ledger = open_ledger(db_url or env.db_url)
-    settings = load_settings(BATCH_SIZE=4, LEDGER_OUTPUT_DIR=env.out_dir)
-    run = ingest_file(ledger, source, settings).run
-    success = frozenset({1, 2, 5, 6, 10, 13})
-    pending = {4: EXTENSION_IN_USE, 8: NUMBER_IN_USE, 11: EXTENSION_IN_USE}
-    plan: dict[int, Plan] = {row_id: "success" for row_id in success} | pending
-    # Row 9 stays claimed by worker-a (in flight); rows 14 and 15 go back to ready.
-    claimed = work_rows(ledger, run, plan, keep_claimed=True)
-    in_flight = [row for row in claimed if row.row_id == 9 and keep_claimed]
-    release_rows(ledger, [row for row in claimed if row not in in_flight])
-    return MixedRun(
-        ledger=ledger,
-        run=run,
-        source=source,
-        success=success,
-        pending=pending,
-        rejected={3: "invalid_email", 7: "invalid_extension", 12: "duplicate_in_file"},
-        in_flight=tuple(in_flight),
-        ready=frozenset({14, 15} | (set() if keep_claimed else {9})),
-    )
-
-
-@pytest.fixture
-def mixed(ledger_env: LedgerEnv) -> Iterator[MixedRun]:
-    built = build_mixed_run(ledger_env)
-    yield built
-    built.ledger.dispose()
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 
 
 def export(env: LedgerEnv, out_dir: Path) -> None:
@@ -307,7 +107,9 @@ def test_checkpoint_values_follow_the_spec(ledger_env: LedgerEnv, mixed: MixedRu
 
 
 def test_checkpoint_is_zero_until_the_first_batch_is_terminal(ledger_env: LedgerEnv) -> None:
-    source = write_csv(ledger_env.root / "users.csv", HEADER, [person(n) for n in range(1, 6)])
+    source = write_csv(
+        ledger_env.root / "users.csv", HEADER, [person(n, values=False) for n in range(1, 6)]
+    )
     ledger = open_ledger(ledger_env.db_url)
     try:
         settings = load_settings(BATCH_SIZE=2, LEDGER_OUTPUT_DIR=ledger_env.out_dir)
@@ -464,13 +266,13 @@ def test_neutralise(cell: object, written: str) -> None:
 
 def test_formula_cells_are_neutralised_in_every_artifact(ledger_env: LedgerEnv) -> None:
     rows = [
-        person(1, location_name="-Lab", department='=HYPERLINK("http://x")'),
-        person(2, department="+SUM(A1)", phone_number="+14155550100"),
-        person(3, department="@cmd", email="bad@"),
-        person(4, department="\t=1+1"),
-        person(5, department="\r-1"),
-        person(6, department="Sales", phone_number="+14155550106"),
-        person(7, department="two\rlines"),
+        person(1, values=False, location_name="-Lab", department='=HYPERLINK("http://x")'),
+        person(2, values=False, department="+SUM(A1)", phone_number="+14155550100"),
+        person(3, values=False, department="@cmd", email="bad@"),
+        person(4, values=False, department="\t=1+1"),
+        person(5, values=False, department="\r-1"),
+        person(6, values=False, department="Sales", phone_number="+14155550106"),
+        person(7, values=False, department="two\rlines"),
     ]
     # CRLF line ends, so that the csv module quotes the cells holding a carriage return.
     source = write_csv(ledger_env.root / "users.csv", HEADER, rows, newline="\r\n")

@@ -20,14 +20,9 @@ from ledger.data_pipeline import LocationSpec, UserRow
 from ledger.database import open_ledger
 from ledger.ingest import ingest_file
 from ledger.writers import REJECTED_COLUMNS, neutralise
-from tests.conftest import (
-    LedgerEnv,
-    assert_exit,
-    assert_no_traceback,
-    invoke,
-    read_csv,
-    write_csv,
-)
+from tests.support.cli import LedgerEnv, assert_exit, assert_no_traceback, invoke
+from tests.support.csvfiles import read_csv, write_csv
+from tests.support.people import person
 
 HEADER = [
     "email",
@@ -48,17 +43,6 @@ HEADER = [
 ]
 
 
-def person(n: int, **overrides: str) -> dict[str, str]:
-    return {
-        "email": f"user{n}@example.com",
-        "first_name": "User",
-        "last_name": f"Number{n}",
-        "location_name": "HQ",
-        "extension": str(1000 + n),
-        **overrides,
-    }
-
-
 def write_people(
     path: Path,
     people: list[dict[str, str]],
@@ -67,8 +51,7 @@ def write_people(
     bom: bool = False,
     newline: str = "\n",
 ) -> Path:
-    rows = [[p.get(column, "") for column in header] for p in people]
-    return write_csv(path, header, rows, bom=bom, newline=newline)
+    return write_csv(path, header, people, bom=bom, newline=newline)
 
 
 def ingest(env: LedgerEnv, path: Path, **variables: str) -> Result:
@@ -146,9 +129,16 @@ def test_each_invalid_row_is_rejected_with_its_reason(
     ledger_env: LedgerEnv, bad: dict[str, str], reason: str, field: str
 ) -> None:
     first = person(
-        1, phone_number="+14155550101", location_time_zone="America/New_York", location_country="US"
+        1,
+        values=False,
+        phone_number="+14155550101",
+        location_time_zone="America/New_York",
+        location_country="US",
     )
-    path = write_people(ledger_env.root / "users.csv", [first, person(2, **bad), person(3)])
+    path = write_people(
+        ledger_env.root / "users.csv",
+        [first, person(2, values=False, **bad), person(3, values=False)],
+    )
     result = ingest(ledger_env, path)
     assert_exit(result, 0)
     assert "rows: 3 · accepted: 2 · rejected: 1" in result.stdout
@@ -164,7 +154,10 @@ def test_each_invalid_row_is_rejected_with_its_reason(
 def test_same_extension_in_another_location_is_not_a_duplicate(ledger_env: LedgerEnv) -> None:
     path = write_people(
         ledger_env.root / "users.csv",
-        [person(1), person(2, extension="1001", location_name="Branch")],
+        [
+            person(1, values=False),
+            person(2, values=False, extension="1001", location_name="Branch"),
+        ],
     )
     result = ingest(ledger_env, path)
     assert_exit(result, 0)
@@ -273,7 +266,10 @@ def test_control_hub_export_headers_are_accepted(ledger_env: LedgerEnv) -> None:
 
 def test_bom_and_crlf(ledger_env: LedgerEnv) -> None:
     path = write_people(
-        ledger_env.root / "users.csv", [person(1), person(2)], bom=True, newline="\r\n"
+        ledger_env.root / "users.csv",
+        [person(1, values=False), person(2, values=False)],
+        bom=True,
+        newline="\r\n",
     )
     assert path.read_bytes().startswith(b"\xef\xbb\xbfemail,")
     result = ingest(ledger_env, path)
@@ -291,7 +287,11 @@ def test_quoted_newlines_stay_in_their_cell_and_rows_keep_their_numbers(
 ) -> None:
     path = write_people(
         ledger_env.root / "users.csv",
-        [person(1, title="Head of\nSales\r\nEMEA"), person(2, email="nope"), person(3)],
+        [
+            person(1, values=False, title="Head of\nSales\r\nEMEA"),
+            person(2, values=False, email="nope"),
+            person(3, values=False),
+        ],
     )
     result = ingest(ledger_env, path)
     assert_exit(result, 0)
@@ -311,7 +311,11 @@ def test_a_100000_character_field(ledger_env: LedgerEnv) -> None:
     huge = "x" * 100_000
     path = write_people(
         ledger_env.root / "users.csv",
-        [person(1, department=huge), person(2), person(3, notes=huge)],
+        [
+            person(1, values=False, department=huge),
+            person(2, values=False),
+            person(3, values=False, notes=huge),
+        ],
         header=[*HEADER, "notes"],
     )
     result = ingest(ledger_env, path)
@@ -385,8 +389,10 @@ def test_formula_cells_of_the_input_are_neutralised_in_the_retry_file(
     path = write_people(
         ledger_env.root / "users.csv",
         [
-            person(1, email="=1+2", department="@SUM(A1)", phone_number="+14155550100"),
-            person(2, phone_number="+14155550102", title="-cmd"),
+            person(
+                1, values=False, email="=1+2", department="@SUM(A1)", phone_number="+14155550100"
+            ),
+            person(2, values=False, phone_number="+14155550102", title="-cmd"),
         ],
     )
     assert_exit(ingest(ledger_env, path), 0)
@@ -403,7 +409,9 @@ def test_formula_cells_of_the_input_are_neutralised_in_the_retry_file(
 
 
 def test_more_than_max_rows_is_refused_with_nothing_ingested(ledger_env: LedgerEnv) -> None:
-    path = write_people(ledger_env.root / "users.csv", [person(n) for n in range(1, 5)])
+    path = write_people(
+        ledger_env.root / "users.csv", [person(n, values=False) for n in range(1, 5)]
+    )
     result = ingest(ledger_env, path, MAX_ROWS="3")
     assert_refused(ledger_env, result, "MAX_ROWS=3", "nothing ingested")
     assert (ledger_env.root / "l.db").exists()  # the ledger was opened, and holds no run
@@ -479,7 +487,10 @@ def snapshot(env: LedgerEnv) -> list[list[tuple[object, ...]]]:
 
 
 def test_reingesting_the_same_bytes_reuses_the_run(ledger_env: LedgerEnv) -> None:
-    path = write_people(ledger_env.root / "users.csv", [person(1), person(2, email="bad")])
+    path = write_people(
+        ledger_env.root / "users.csv",
+        [person(1, values=False), person(2, values=False, email="bad")],
+    )
     first = ingest(ledger_env, path)
     assert_exit(first, 0)
     assert "as run 1" in first.stdout
@@ -496,7 +507,9 @@ def test_reingesting_the_same_bytes_reuses_the_run(ledger_env: LedgerEnv) -> Non
         assert snapshot(ledger_env) == before
         assert ledger_env.rejected_csv.read_bytes() == rejected_before
 
-    changed = write_people(ledger_env.root / "changed.csv", [person(1), person(3)])
+    changed = write_people(
+        ledger_env.root / "changed.csv", [person(1, values=False), person(3, values=False)]
+    )
     result = ingest(ledger_env, changed)
     assert_exit(result, 0)
     assert "as run 2" in result.stdout
@@ -508,14 +521,14 @@ def test_reingesting_the_same_bytes_reuses_the_run(ledger_env: LedgerEnv) -> Non
 
 def test_batch_ids_count_accepted_rows_in_row_order(ledger_env: LedgerEnv) -> None:
     people = [
-        person(1),
-        person(2, email="bad"),
-        person(3),
-        person(4),
-        person(5),
-        person(6, extension="1"),
-        person(7),
-        person(8, email="user7@example.com"),
+        person(1, values=False),
+        person(2, values=False, email="bad"),
+        person(3, values=False),
+        person(4, values=False),
+        person(5, values=False),
+        person(6, values=False, extension="1"),
+        person(7, values=False),
+        person(8, values=False, email="user7@example.com"),
     ]
     path = write_people(ledger_env.root / "users.csv", people)
     result = ingest(ledger_env, path, BATCH_SIZE="2")
@@ -534,7 +547,9 @@ def test_batch_ids_count_accepted_rows_in_row_order(ledger_env: LedgerEnv) -> No
 
 
 def test_default_batch_size_is_500(ledger_env: LedgerEnv) -> None:
-    path = write_people(ledger_env.root / "users.csv", [person(n) for n in range(1, 503)])
+    path = write_people(
+        ledger_env.root / "users.csv", [person(n, values=False) for n in range(1, 503)]
+    )
     assert_exit(ingest(ledger_env, path), 0)
     assert query(
         ledger_env,
@@ -544,8 +559,8 @@ def test_default_batch_size_is_500(ledger_env: LedgerEnv) -> None:
 
 
 def test_rejected_rows_csv_has_exactly_the_spec_columns(ledger_env: LedgerEnv) -> None:
-    row = person(2, email="not-an-email", title='He said "hi", twice')
-    path = write_people(ledger_env.root / "users.csv", [person(1), row])
+    row = person(2, values=False, email="not-an-email", title='He said "hi", twice')
+    path = write_people(ledger_env.root / "users.csv", [person(1, values=False), row])
     result = ingest(ledger_env, path)
     assert_exit(result, 0)
     assert f"rejected rows: {ledger_env.rejected_csv}" in result.stdout
@@ -573,11 +588,11 @@ def test_ingest_file_core_reports_what_the_cli_prints(tmp_path: Path) -> None:
     path = write_people(
         tmp_path / "users.csv",
         [
-            person(1, location_time_zone="Europe/Madrid"),
-            person(2, email="bad"),
-            person(3, email="worse"),
-            person(4, extension="1"),
-            person(5, location_name="Branch", location_country="es"),
+            person(1, values=False, location_time_zone="Europe/Madrid"),
+            person(2, values=False, email="bad"),
+            person(3, values=False, email="worse"),
+            person(4, values=False, extension="1"),
+            person(5, values=False, location_name="Branch", location_country="es"),
         ],
     )
     settings = load_settings(LEDGER_OUTPUT_DIR=tmp_path / "out")
@@ -645,7 +660,7 @@ def test_the_example_file_ingests_without_rejections(ledger_env: LedgerEnv) -> N
 def test_an_unusable_ledger_is_one_line_and_exit_2(
     ledger_env: LedgerEnv, url: str, words: tuple[str, ...]
 ) -> None:
-    path = write_people(ledger_env.root / "users.csv", [person(1)])
+    path = write_people(ledger_env.root / "users.csv", [person(1, values=False)])
     result = invoke("ingest", str(path), "--db", url.format(root=ledger_env.root))
     assert_exit(result, 2)
     assert len(result.stderr.splitlines()) == 1, result.stderr
@@ -664,7 +679,7 @@ def test_reading_an_empty_file_as_a_ledger_is_refused(ledger_env: LedgerEnv) -> 
 def test_an_output_folder_that_is_a_file_is_refused_before_ingesting(
     ledger_env: LedgerEnv,
 ) -> None:
-    path = write_people(ledger_env.root / "users.csv", [person(1)])
+    path = write_people(ledger_env.root / "users.csv", [person(1, values=False)])
     blocker = ledger_env.root / "blocker"
     blocker.write_text("not a folder", encoding="utf-8")
     result = ingest(ledger_env, path, LEDGER_OUTPUT_DIR=str(blocker / "out"))
@@ -684,7 +699,7 @@ def test_an_internal_error_is_one_line_with_the_traceback_in_the_log(
     monkeypatch.setattr("ledger.cli.ingest_file", broken)
     # As in a real `ledger ingest`: no logging handlers anywhere (pytest adds its own).
     monkeypatch.setattr(logging.root, "handlers", [])
-    path = write_people(ledger_env.root / "users.csv", [person(1)])
+    path = write_people(ledger_env.root / "users.csv", [person(1, values=False)])
     result = ingest(ledger_env, path)
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [

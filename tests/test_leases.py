@@ -8,7 +8,7 @@ from pathlib import Path
 from ledger.batch_iterator import LeaseKeeper
 from ledger.database import open_ledger
 from ledger.state_store import claim_entity, update_entity
-from tests.conftest import write_csv
+from tests.support.csvfiles import write_csv
 
 
 def test_a_held_location_outlives_its_lease_while_the_heartbeat_beats(tmp_path: Path) -> None:

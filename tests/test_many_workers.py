@@ -22,7 +22,6 @@ from ledger.simulator.core import Simulator
 from ledger.simulator.faults import FaultConfig
 from ledger.simulator.sample import write_sample_csv
 from ledger.simulator.server import running_server
-from tests.postgres import PostgresServer, postgres_server, postgres_url  # noqa: F401
 
 ROWS = 240
 WORKERS = 3

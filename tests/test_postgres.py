@@ -16,14 +16,7 @@ from sqlalchemy import text
 from ledger.database import Ledger, open_ledger
 from ledger.models import Base
 from ledger.state_store import ClaimedRow, claim_batch
-from tests.conftest import LedgerEnv, assert_exit, invoke, write_csv
-from tests.postgres import (
-    _postgres_ledger_template,
-    postgres_ledger_url,
-    postgres_server,
-    postgres_url,
-)
-from tests.test_claims import (
+from tests.support.claims import (
     LEASE_S,
     check_concurrent_claims_are_disjoint,
     check_expired_lease_is_taken_and_the_old_worker_fenced,
@@ -31,18 +24,17 @@ from tests.test_claims import (
     check_live_lease_is_not_taken,
     check_released_rows_are_ready_again,
     check_renewed_lease_is_kept,
-    make_run,
 )
-from tests.test_schema import (
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import write_csv
+from tests.support.ledgers import make_run
+from tests.support.schema import (
     BAD_STATES,
     assert_bad_state_is_refused,
     assert_migrated_schema_is_the_models,
     insert_good_states,
     open_from_processes_at_once,
 )
-
-# Fixtures, used by name.
-__all__ = ["_postgres_ledger_template", "postgres_ledger_url", "postgres_server", "postgres_url"]
 
 pytestmark = pytest.mark.postgres
 

@@ -4,7 +4,7 @@ The simulator must never be the only thing the client was checked against (SPEC 
 realistic job runs against it in-process: new calling users with numbers, extensions and all
 three settings; a location to create, one to update, one to enable for calling; a user to update;
 a row whose settings fail, with safe compensation on, so the DELETE is sent too. Then every
-request the client sent (method, path, query, body) goes through tests/openapi_contract.py:
+request the client sent (method, path, query, body) goes through tests/support/openapi.py:
 bodies against the official schemas for /people, /locations and /licenses, and method + path +
 query keys + body keys against the derived catalog for /telephony and /people/{id}/features.
 Any path or field the files do not know fails the test, naming it.
@@ -12,15 +12,15 @@ Any path or field the files do not know fails the test, naming it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
 from ledger.simulator import FaultConfig
-from tests.openapi_contract import load_contract
-from tests.worksupport import Jobs, Scripted, SentRequest, error, person, phone
+from tests.support.openapi import load_contract
+from tests.support.people import person, phone
+from tests.support.scripted import Scripted, SentRequest, error
+from tests.support.work import Jobs
 
 # Every operation the product uses; the job below must exercise each, or the check proves little.
 EXPECTED_OPERATIONS = {
@@ -43,12 +43,6 @@ EXPECTED_OPERATIONS = {
     ("GET", "/people/{personId}/features/callerId"),
     ("PUT", "/people/{personId}/features/callerId"),
 }
-
-
-@pytest.fixture
-def jobs(tmp_path: Path) -> Iterator[Jobs]:
-    with Jobs(tmp_path) as made:
-        yield made
 
 
 def realistic_job(jobs: Jobs) -> tuple[Scripted, list[dict[str, str]]]:

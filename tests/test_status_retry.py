@@ -18,9 +18,8 @@ from ledger.database import Ledger, open_ledger
 from ledger.models import Event, Row
 from ledger.state_store import save_worker_stats
 from ledger.status import run_status
-from tests.conftest import LedgerEnv, assert_exit, invoke
-from tests.postgres import postgres_server, postgres_url
-from tests.test_export import (
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.ledgers import (
     EXTENSION_IN_USE,
     NUMBER_IN_USE,
     MixedRun,
@@ -28,15 +27,6 @@ from tests.test_export import (
     finish,
     work_rows,
 )
-
-__all__ = ["postgres_server", "postgres_url"]  # fixtures, used by name
-
-
-@pytest.fixture
-def mixed(ledger_env: LedgerEnv) -> Any:
-    built = build_mixed_run(ledger_env)
-    yield built
-    built.ledger.dispose()
 
 
 def statuses(ledger: Ledger, run_id: int) -> dict[int, tuple[str, str | None]]:

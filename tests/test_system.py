@@ -24,26 +24,28 @@ import pytest
 
 from ledger.simulator.faults import FaultConfig
 from ledger.simulator.sample import write_sample_csv
-from tests.systemsupport import (
+from tests.support.system import (
     EXIT_INTERRUPTED,
     EXIT_OK,
-    LedgerRow,
     Workspace,
-    check_artifacts,
-    check_no_duplicates,
-    check_remote_matches,
     expect_exit,
     ingest,
     ledger_env,
-    read_ledger,
-    read_steps,
-    rows_created_despite_an_error,
     run_ledger,
     running_simulator,
     start_ledger,
-    status_counts,
     wait_for,
     write_subset_csv,
+)
+from tests.support.system_checks import (
+    LedgerRow,
+    check_artifacts,
+    check_no_duplicates,
+    check_remote_matches,
+    read_ledger,
+    read_steps,
+    rows_created_despite_an_error,
+    status_counts,
 )
 
 WRITE_METHODS = ("POST ", "PUT ", "PATCH ", "DELETE ")

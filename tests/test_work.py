@@ -10,35 +10,22 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from ledger.data_pipeline import COLUMNS
 from ledger.executor import WorkReport
 from ledger.simulator import FaultConfig, running_server
 from ledger.state_store import retry_rows
-from tests.conftest import LedgerEnv, assert_exit, invoke
-from tests.worksupport import (
-    HQ_VALUES,
-    Jobs,
-    Scripted,
-    Traffic,
-    error,
-    mark,
-    person,
-    phone,
-    write_rows,
-)
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import write_csv
+from tests.support.people import HQ_VALUES, person, phone
+from tests.support.scripted import Scripted, error
+from tests.support.work import Jobs, Traffic, mark
 
 LOCATION_ROUTES = ("POST /v1/locations", "POST /v1/telephony/config/locations")
-
-
-@pytest.fixture
-def jobs(tmp_path: Path) -> Iterator[Jobs]:
-    with Jobs(tmp_path) as made:
-        yield made
 
 
 # --- new users and the artifacts --------------------------------------------------------------
@@ -599,7 +586,7 @@ def test_after_the_breaker_and_a_fixed_token_the_ready_rows_succeed(jobs: Jobs) 
 def test_the_circuit_breaker_exits_3_through_the_cli(
     tmp_path: Path, ledger_env: LedgerEnv, jobs: Jobs
 ) -> None:
-    csv_path = write_rows(tmp_path / "people.csv", [person(n) for n in range(1, 61)])
+    csv_path = write_csv(tmp_path / "people.csv", COLUMNS, [person(n) for n in range(1, 61)])
     sim = jobs.simulator(FaultConfig(auth_failure=401))
     env = {"BATCH_SIZE": "30", "LEDGER_CONCURRENCY": "2", "RETRY_BACKOFF_S": "0.01"}
     assert_exit(invoke("ingest", str(csv_path), "--db", ledger_env.db_url, env=env), 0)

@@ -8,10 +8,9 @@ come from `Scripted`, which answers chosen requests and counts every request the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,28 +18,13 @@ import pytest
 from ledger.action_helpers import person_create_body
 from ledger.simulator import FaultConfig
 from ledger.state_store import StepOutcome, claim_batch, record_step, retry_rows
-from tests.worksupport import (
-    Answer,
-    FakeTime,
-    Jobs,
-    Scripted,
-    Traffic,
-    dropped,
-    error,
-    mark,
-    person,
-    phone,
-    read_timeout,
-)
+from tests.support.clock import FakeTime
+from tests.support.people import person, phone
+from tests.support.scripted import Answer, Scripted, dropped, error, read_timeout
+from tests.support.work import Jobs, Traffic, mark
 
 PEOPLE_LOOKUP = r"^/v1/people\?.*email=user{n}@"
 PEOPLE_CREATE = r"^/v1/people\?callingData=true$"
-
-
-@pytest.fixture
-def jobs(tmp_path: Path) -> Iterator[Jobs]:
-    with Jobs(tmp_path) as made:
-        yield made
 
 
 def seeded(jobs: Jobs, faults: FaultConfig | None = None) -> Scripted:
@@ -62,7 +46,7 @@ def _http_date(time: FakeTime, offset_s: float) -> str:
     [
         (lambda time: "7", 7.0),
         (lambda time: _http_date(time, 30), 30.0),
-        (lambda time: "rand(30),add(30)", 2.5),  # RETRY_AFTER_DEFAULT_S in worksupport
+        (lambda time: "rand(30),add(30)", 2.5),  # RETRY_AFTER_DEFAULT_S in support/work.py
     ],
     ids=["seconds", "http-date", "garbage"],
 )

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from ledger.simulator import Simulator
-from tests.openapi_contract import contract_event_hooks
-from tests.simulator.support import AUTH, BASE
+from tests.support.openapi import contract_event_hooks
+from tests.support.simulator import AUTH, BASE
 
 
 @pytest.fixture
@@ -19,8 +19,9 @@ def sim() -> Simulator:
 
 @pytest.fixture
 def api(sim: Simulator) -> Iterator[httpx.Client]:
-    """A client whose every exchange is checked against the OpenAPI files."""
-    hooks = contract_event_hooks(skip_if_missing=False)
+    """A client whose every exchange is checked against the OpenAPI files (the test is skipped,
+    saying where it looked, when they are absent)."""
+    hooks = contract_event_hooks()
     with httpx.Client(
         transport=sim.transport(), base_url=BASE, headers=AUTH, event_hooks=hooks
     ) as client:

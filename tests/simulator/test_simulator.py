@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ledger.simulator import SimRequest, SimResponse, Simulator
-from tests.simulator.support import (
+from tests.support.simulator import (
     ADDRESS,
     AUTH,
     BASE,

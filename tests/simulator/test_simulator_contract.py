@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-import tests.openapi_contract as contract_module
+import tests.support.openapi as contract_module
 from ledger.simulator import Simulator
 from ledger.simulator.routes import ROUTES
-from tests.openapi_contract import (
+from tests.support.openapi import (
     LOCATION_FROM_EXAMPLES,
     CatalogEndpoint,
     Operation,
@@ -26,15 +27,35 @@ from tests.openapi_contract import (
     validate_request,
     validate_response,
 )
-
-BASE = "http://sim.local/v1"
-AUTH = {"Authorization": "Bearer test-token"}
+from tests.support.simulator import AUTH, BASE
 
 
 def test_skips_with_a_reason_when_the_files_are_absent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(contract_module, "find_spec_dir", lambda: None)
     with pytest.raises(pytest.skip.Exception, match="webex-openapi files not found"):
         load_contract()
+
+
+def test_contract_hooks_skip_naming_the_folders_when_the_files_are_absent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A client with the hooks must not quietly go unchecked: the test that made it is skipped.
+    monkeypatch.setattr(contract_module, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv(contract_module.SPEC_DIR_ENV, str(tmp_path / "elsewhere"))
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        contract_event_hooks()
+    reason = str(skipped.value)
+    assert "webex-openapi files not found" in reason
+    for folder in ("elsewhere", "shared/webex-openapi", "webex-openapi"):
+        assert str(tmp_path / folder) in reason
+
+
+def test_the_checked_client_is_skipped_not_unchecked_when_the_files_are_absent(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    monkeypatch.setattr(contract_module, "find_spec_dir", lambda: None)
+    with pytest.raises(pytest.skip.Exception, match="webex-openapi files not found"):
+        request.getfixturevalue("api")
 
 
 def test_location_schema_from_examples_fixes_the_spec_defect() -> None:

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from ledger.simulator import PROFILES, FaultConfig, Simulator
-from tests.openapi_contract import contract_event_hooks
-from tests.simulator.support import (
+from tests.support.openapi import contract_event_hooks
+from tests.support.simulator import (
     AUTH,
     BASE,
     add_numbers,
@@ -32,7 +32,7 @@ def faulty() -> Simulator:
 
 @pytest.fixture
 def client(faulty: Simulator) -> Iterator[httpx.Client]:
-    hooks = contract_event_hooks(skip_if_missing=False)
+    hooks = contract_event_hooks()
     with httpx.Client(
         transport=faulty.transport(), base_url=BASE, headers=AUTH, event_hooks=hooks
     ) as api:

@@ -10,12 +10,13 @@ import httpx
 import pytest
 
 from ledger.simulator import PROFILES, Fault, FaultConfig, SimRequest, SimResponse, Simulator
-from tests.simulator.support import AUTH, BASE, LOCATION, FakeClock
+from tests.support.clock import FakeTime
+from tests.support.simulator import AUTH, BASE, LOCATION
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> FakeTime:
+    return FakeTime(start=1000.0)
 
 
 def client_for(sim: Simulator) -> httpx.Client:
@@ -23,7 +24,7 @@ def client_for(sim: Simulator) -> httpx.Client:
 
 
 @pytest.fixture
-def make(clock: FakeClock) -> Iterator[Any]:
+def make(clock: FakeTime) -> Iterator[Any]:
     clients: list[httpx.Client] = []
 
     def build(**faults: Any) -> tuple[Simulator, httpx.Client]:
@@ -59,7 +60,7 @@ def test_in_process_latency_is_slept(make: Any) -> None:
     assert time.perf_counter() - started >= 0.03
 
 
-def test_rate_limit_answers_429_with_retry_after(make: Any, clock: FakeClock) -> None:
+def test_rate_limit_answers_429_with_retry_after(make: Any, clock: FakeTime) -> None:
     _, client = make(rate_limit_rps=2)
     statuses = [client.get("/licenses").status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
@@ -139,7 +140,7 @@ def test_people_create_answers_400_but_creates(make: Any) -> None:
     assert len(found) == 1
 
 
-def test_new_person_shows_in_email_lookup_after_the_delay(make: Any, clock: FakeClock) -> None:
+def test_new_person_shows_in_email_lookup_after_the_delay(make: Any, clock: FakeTime) -> None:
     _, client = make(lookup_delay_s=5)
     created = client.post("/people", json={"emails": ["ana@example.com"], "displayName": "Ana"})
     person_id = created.json()["id"]

@@ -11,11 +11,11 @@ import pytest
 
 from ledger.simulator import FaultConfig, Simulator
 from ledger.simulator.locations import NUMBERS_ADD_MAX
-from tests.openapi_contract import contract_event_hooks
-from tests.simulator.support import (
+from tests.support.clock import FakeTime
+from tests.support.openapi import contract_event_hooks
+from tests.support.simulator import (
     AUTH,
     BASE,
-    FakeClock,
     add_numbers,
     create_location,
     create_user,
@@ -83,9 +83,9 @@ def test_max_is_held_to_the_documented_caps(
 
 
 def test_a_new_person_is_missing_from_listings_for_the_lookup_delay() -> None:
-    clock = FakeClock()
+    clock = FakeTime(start=1000.0)
     sim = Simulator(faults=FaultConfig(lookup_delay_s=5), clock=clock)
-    hooks = contract_event_hooks(skip_if_missing=False)
+    hooks = contract_event_hooks()
     with httpx.Client(
         transport=sim.transport(), base_url=BASE, headers=AUTH, event_hooks=hooks
     ) as api:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from ledger.simulator import Simulator
-from tests.simulator.support import (
+from tests.support.simulator import (
     add_numbers,
     create_location,
     create_user,

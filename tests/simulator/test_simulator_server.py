@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from ledger.simulator import FaultConfig, Simulator, running_server, serve
 from ledger.simulator.command import sim_command
-from tests.openapi_contract import contract_event_hooks
-from tests.simulator.support import AUTH, LOCATION
+from tests.support.openapi import contract_event_hooks
+from tests.support.simulator import AUTH, LOCATION
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def base_url(sim: Simulator) -> Iterator[str]:
 
 def test_serves_webex_over_http_with_keep_alive(base_url: str, sim: Simulator) -> None:
     assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
-    hooks = contract_event_hooks(skip_if_missing=False)
+    hooks = contract_event_hooks()
     with httpx.Client(base_url=base_url, headers=AUTH, event_hooks=hooks) as client:
         for _ in range(5):
             response = client.get("/licenses")

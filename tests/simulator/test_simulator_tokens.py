@@ -19,8 +19,9 @@ import pytest
 from ledger.simulator import FaultConfig, OAuthClient, SimRequest, Simulator
 from ledger.simulator.routes import ROUTES
 from ledger.simulator.tokens import TOKEN_PATH
-from tests.openapi_contract import load_contract
-from tests.simulator.support import AUTH, BASE, LOCATION, FakeClock
+from tests.support.clock import FakeTime
+from tests.support.openapi import load_contract
+from tests.support.simulator import AUTH, BASE, LOCATION
 
 FORM = {
     "grant_type": "refresh_token",
@@ -31,12 +32,12 @@ FORM = {
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> FakeTime:
+    return FakeTime(start=1000.0)
 
 
 @pytest.fixture
-def make(clock: FakeClock) -> Iterator[Any]:
+def make(clock: FakeTime) -> Iterator[Any]:
     clients: list[httpx.Client] = []
 
     def build(token: str | None = None, **faults: Any) -> tuple[Simulator, httpx.Client]:
@@ -59,7 +60,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_a_token_expires_ttl_seconds_after_it_was_first_seen(make: Any, clock: FakeClock) -> None:
+def test_a_token_expires_ttl_seconds_after_it_was_first_seen(make: Any, clock: FakeTime) -> None:
     sim, client = make(token_ttl_s=60)
     assert client.get("/licenses").status_code == 200
     clock.now += 59
@@ -76,14 +77,14 @@ def test_a_token_expires_ttl_seconds_after_it_was_first_seen(make: Any, clock: F
     assert sim.state_snapshot()["tokens"]["expired_answers"] == 2  # type: ignore[index]
 
 
-def test_by_default_tokens_never_expire(make: Any, clock: FakeClock) -> None:
+def test_by_default_tokens_never_expire(make: Any, clock: FakeTime) -> None:
     _, client = make()
     assert client.get("/licenses").status_code == 200
     clock.now += 10 * 365 * 24 * 3600
     assert client.get("/licenses").status_code == 200
 
 
-def test_a_refreshed_token_works_and_expires_in_its_turn(make: Any, clock: FakeClock) -> None:
+def test_a_refreshed_token_works_and_expires_in_its_turn(make: Any, clock: FakeTime) -> None:
     sim, client = make(token="first", token_ttl_s=100)
     assert client.get("/licenses", headers=bearer("first")).status_code == 200
     clock.now += 100
@@ -148,7 +149,7 @@ def test_a_json_body_is_not_a_form(make: Any) -> None:
     assert client.get("/access_token").status_code == 405
 
 
-def test_the_credentials_can_be_chosen(clock: FakeClock) -> None:
+def test_the_credentials_can_be_chosen(clock: FakeTime) -> None:
     oauth = OAuthClient("my-id", "my-secret", "my-refresh")
     sim = Simulator(oauth=oauth, clock=clock)
     with httpx.Client(transport=sim.transport(), base_url=BASE) as client:
@@ -185,7 +186,7 @@ def test_the_refresh_is_not_a_write(make: Any) -> None:
     assert sim.write_request_count == 0
 
 
-def test_a_ttl_set_at_run_time_counts_from_the_first_sight(make: Any, clock: FakeClock) -> None:
+def test_a_ttl_set_at_run_time_counts_from_the_first_sight(make: Any, clock: FakeTime) -> None:
     sim, client = make()
     assert client.get("/licenses").status_code == 200
     clock.now += 30

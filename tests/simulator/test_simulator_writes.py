@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 
 from ledger.simulator import FaultConfig, SimRequest, Simulator
-from tests.simulator.support import (
+from tests.support.simulator import (
     AUTH,
     BASE,
     LOCATION,

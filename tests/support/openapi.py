@@ -2,8 +2,9 @@
 
 The simulator must never be the only thing the client was checked against, so tests validate
 what is sent to and answered by it against `webex-openapi/` (found beside the repository as
-`../shared/webex-openapi/`, or at `$WEBEX_OPENAPI_DIR`). When the files are absent, the calling
-test is skipped with a reason rather than failed.
+`../shared/webex-openapi/`, or at `$WEBEX_OPENAPI_DIR`). When the files are absent, every test
+that needs them is skipped, naming the folders it looked in: never failed, and never passed
+without the check it exists for.
 
     validate_request(method, url_path, query, json_body)
     validate_response(method, url_path, status, json_body)
@@ -39,7 +40,7 @@ import httpx
 import pytest
 from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator, oas30_format_checker
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_DIR_ENV = "WEBEX_OPENAPI_DIR"
 OFFICIAL_FILES = ("webex-admin.json", "webex-device.json")
 CATALOG_FILE = "derived-endpoint-catalog.wxc_sdk.json"
@@ -76,8 +77,8 @@ LOCATION_FROM_EXAMPLES: dict[str, Any] = {
 _DEFECTIVE_REF = ("webex-device.json", "#/components/schemas/Location")
 
 
-def find_spec_dir() -> Path | None:
-    """The webex-openapi directory: $WEBEX_OPENAPI_DIR, or beside the repository."""
+def spec_dir_candidates() -> list[Path]:
+    """Where the webex-openapi directory is looked for, in order."""
     candidates = []
     if os.environ.get(SPEC_DIR_ENV):
         candidates.append(Path(os.environ[SPEC_DIR_ENV]))
@@ -85,7 +86,12 @@ def find_spec_dir() -> Path | None:
         REPO_ROOT.parent / "shared" / "webex-openapi",
         REPO_ROOT.parent / "webex-openapi",
     ]
-    for candidate in candidates:
+    return candidates
+
+
+def find_spec_dir() -> Path | None:
+    """The webex-openapi directory: $WEBEX_OPENAPI_DIR, or beside the repository."""
+    for candidate in spec_dir_candidates():
         if all((candidate / name).is_file() for name in (*OFFICIAL_FILES, CATALOG_FILE)):
             return candidate
     return None
@@ -370,9 +376,10 @@ def load_contract() -> Contract:
     """The contract, loaded once per session; skips the calling test if the files are absent."""
     directory = find_spec_dir()
     if directory is None:
+        looked = ", ".join(str(candidate) for candidate in spec_dir_candidates())
         pytest.skip(
-            "webex-openapi files not found (looked beside the repository as "
-            f"../shared/webex-openapi and in ${SPEC_DIR_ENV})"
+            f"webex-openapi files not found: looked in {looked} "
+            f"(set ${SPEC_DIR_ENV} to the folder holding them)"
         )
     return _load(directory)
 
@@ -392,15 +399,14 @@ def validate_response(method: str, url_path: str, status: int, json_body: Any = 
     load_contract().validate_response(method, url_path, status, json_body)
 
 
-def contract_event_hooks(*, skip_if_missing: bool = True) -> dict[str, list[Any]]:
+def contract_event_hooks() -> dict[str, list[Any]]:
     """httpx `event_hooks` validating every request and answer of a client against the files.
 
     `httpx.Client(..., event_hooks=contract_event_hooks())`: a request or an answer the files do
-    not document fails the test at the call that made it. With `skip_if_missing=False` and no
-    files, the hooks do nothing (for tests whose main point is not the contract).
+    not document fails the test at the call that made it. Without the files, the calling test
+    is skipped (see `load_contract`); a test whose requests are wrong on purpose, or that needs
+    no contract, uses a client without these hooks.
     """
-    if find_spec_dir() is None and not skip_if_missing:
-        return {"request": [], "response": []}
     contract = load_contract()
 
     def check(response: httpx.Response) -> None:

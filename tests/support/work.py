@@ -1,4 +1,4 @@
-"""Helpers for the tests of `ledger work`: a job is a CSV ingested into a ledger in tmp_path,
+"""Jobs for the tests of `ledger work`: a job is a CSV ingested into a ledger in tmp_path,
 worked by the product's own `Worker` and `WebexClient` against the simulator in-process.
 
     jobs = Jobs(tmp_path)                      # closes every ledger and client at exit
@@ -8,24 +8,20 @@ worked by the product's own `Worker` and `WebexClient` against the simulator in-
 
 Time is fake where a test waits: the client sleeps through `FakeTime.sleep`, which only moves
 the fake clock, and the simulator reads the same clock, so its lookup delay passes as the
-client "waits" for it. `Scripted` wraps the simulator to answer chosen requests with exact
-sequences (a 429 with a given Retry-After, a timeout after a create was applied, ...) and
-counts every request the client sent, including those the simulator never saw.
+client "waits" for it. To answer chosen requests with exact sequences, work a job through
+`Scripted` (support/scripted.py): `job.work(scripted.transport())`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
 from sqlalchemy import select, update
@@ -39,83 +35,11 @@ from ledger.ingest import ingest_file
 from ledger.models import Row, StepRecord
 from ledger.simulator import FaultConfig, LoggedRequest, Simulator
 from ledger.state_store import RunInfo
+from tests.support.clock import FakeTime
+from tests.support.csvfiles import read_csv, write_csv
 
 TOKEN = "test-token-0123456789"
 BASE_URL = "https://webex.test/v1"
-WALL_START = 1_800_000_000.0
-
-# The values of a location as the simulator seeds one by default (seeding.DEFAULT_ADDRESS and
-# add_location's defaults): a seeded "HQ" agrees with rows that carry these.
-HQ_VALUES = {
-    "location_time_zone": "America/Chicago",
-    "location_preferred_language": "en_us",
-    "location_announcement_language": "en_us",
-    "location_address1": "100 Main St",
-    "location_city": "Austin",
-    "location_state": "TX",
-    "location_postal_code": "78701",
-    "location_country": "US",
-}
-
-
-def person(n: int, location: str = "HQ", *, values: bool = True, **cells: str) -> dict[str, str]:
-    """A valid CSV row for user n in `location` (with the HQ values unless `values=False`)."""
-    row = {
-        "email": f"user{n}@example.com",
-        "first_name": "User",
-        "last_name": f"Number{n}",
-        "location_name": location,
-        "extension": str(1000 + n),
-    }
-    if values:
-        row |= HQ_VALUES
-    return row | cells
-
-
-def phone(n: int) -> str:
-    return f"+1512555{n:04d}"
-
-
-def write_rows(path: Path, rows: Sequence[dict[str, str]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            unknown = set(row) - set(COLUMNS)
-            if unknown:
-                raise ValueError(f"not CSV columns: {sorted(unknown)}")
-            writer.writerow(row)
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-class FakeTime:
-    """Monotonic and wall clocks that move only when something sleeps (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return self.now
-
-    def wall(self) -> float:
-        return WALL_START + self.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += max(0.0, seconds)
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 class NullProgress:
@@ -140,127 +64,6 @@ class NullProgress:
 
     def stop(self) -> None:
         pass
-
-
-# --- scripted answers -----------------------------------------------------------------------
-
-Answer = Callable[[httpx.Request], httpx.Response]
-
-
-def error(code: int, message: str = "scripted error", **headers: str) -> Answer:
-    """An answer with Webex's usual error body."""
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        body = {"message": message, "errors": [{"description": message}], "trackingId": "SCRIPT"}
-        return httpx.Response(code, json=body, headers={"Trackingid": "SCRIPT", **headers})
-
-    return answer
-
-
-def read_timeout() -> Answer:
-    def answer(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("scripted: no answer in time", request=request)
-
-    return answer
-
-
-def dropped() -> Answer:
-    def answer(request: httpx.Request) -> httpx.Response:
-        raise httpx.RemoteProtocolError("scripted: server disconnected", request=request)
-
-    return answer
-
-
-@dataclass
-class Rule:
-    method: str
-    pattern: re.Pattern[str]
-    answers: list[Answer]
-    after: bool  # forward first (the simulator applies the request), then answer this instead
-    repeat: bool  # keep answering the last answer once the others were used
-    hook: Callable[[httpx.Request], None] | None = None
-    used: int = 0
-
-
-@dataclass(frozen=True)
-class SentRequest:
-    """A request as the client sent it (whether the simulator or the script answered it)."""
-
-    method: str
-    path: str
-    query: tuple[tuple[str, str], ...]
-    body: Any
-
-
-@dataclass
-class Scripted:
-    """The simulator in-process, with chosen requests answered from a script."""
-
-    sim: Simulator
-    sent: list[tuple[str, str]] = field(default_factory=list)
-    log: list[SentRequest] = field(default_factory=list)
-    rules: list[Rule] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        self._inner = self.sim.transport()
-
-    def on(
-        self,
-        method: str,
-        pattern: str,
-        *answers: Answer,
-        after: bool = False,
-        repeat: bool = False,
-        hook: Callable[[httpx.Request], None] | None = None,
-    ) -> Rule:
-        """Answer `method` requests whose path+query matches `pattern` (re.search, unquoted)."""
-        rule = Rule(method.upper(), re.compile(pattern), list(answers), after, repeat, hook)
-        self.rules.append(rule)
-        return rule
-
-    def count(self, method: str, pattern: str = "") -> int:
-        compiled = re.compile(pattern)
-        with self._lock:
-            return sum(1 for m, target in self.sent if m == method and compiled.search(target))
-
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self._handle)
-
-    def _handle(self, request: httpx.Request) -> httpx.Response:
-        target = unquote(request.url.raw_path.decode("ascii"))
-        chosen: tuple[Rule, Answer | None] | None = None
-        content = request.read()
-        body = json.loads(content) if content else None
-        sent = SentRequest(
-            request.method, request.url.path, tuple(request.url.params.multi_items()), body
-        )
-        with self._lock:
-            self.sent.append((request.method, target))
-            self.log.append(sent)
-            for rule in self.rules:
-                if rule.method != request.method or not rule.pattern.search(target):
-                    continue
-                if rule.used < len(rule.answers):
-                    chosen = (rule, rule.answers[rule.used])
-                elif rule.repeat and rule.answers:
-                    chosen = (rule, rule.answers[-1])
-                elif rule.hook is not None and not rule.answers and rule.used == 0:
-                    chosen = (rule, None)
-                else:
-                    continue
-                rule.used += 1
-                break
-        if chosen is None:
-            return self._inner.handle_request(request)
-        rule, answer = chosen
-        if rule.after or answer is None:
-            response = self._inner.handle_request(request)
-            if rule.hook is not None:
-                rule.hook(request)
-            if answer is None:
-                return response
-        return answer(request)
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -316,7 +119,7 @@ class Job:
         self.time = jobs.time
         self.settings = make_settings(root, **config)
         self.out_dir = self.settings.LEDGER_OUTPUT_DIR
-        self.csv_path = write_rows(root / "input.csv", rows)
+        self.csv_path = write_csv(root / "input.csv", COLUMNS, rows)
         self.ledger: Ledger = open_ledger(self.settings.LEDGER_DATABASE_URL)
         jobs.ledgers.append(self.ledger)
         self.run: RunInfo = ingest_file(self.ledger, self.csv_path, self.settings).run

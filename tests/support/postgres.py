@@ -7,11 +7,12 @@ belongs to an unprivileged user (`postgres` if it exists, else `nobody`) and eve
 command runs through `runuser`. A session killed before its teardown leaves its cluster
 running: the next session stops it (each cluster's folder names the pid of its session).
 
-    from tests.postgres import postgres_server, postgres_url  # fixtures; see test_postgres.py
+The fixtures (`postgres_server`, `postgres_url`, `postgres_ledger_url`) are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -214,9 +215,9 @@ def reap_orphans(bin_dir: Path, user: str | None) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster for the whole session (skips the test when there is none)."""
+@contextlib.contextmanager
+def throwaway_cluster() -> Iterator[PostgresServer]:
+    """A running cluster for the `with` block; skips the calling test when there can be none."""
     bin_dir = find_server_binaries()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
@@ -246,22 +247,10 @@ def postgres_server() -> Iterator[PostgresServer]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> str:
-    """A `postgresql+psycopg://` URL of a fresh, empty database."""
-    return postgres_server.create_database()
-
-
-@pytest.fixture(scope="session")
-def _postgres_ledger_template(postgres_server: PostgresServer) -> str:
+def migrated_template(server: PostgresServer) -> str:
+    """The name of a new database migrated to head, for others to be copied from."""
     from ledger.database import open_ledger
 
-    url = postgres_server.create_database()
-    open_ledger(url).dispose()  # migrated once; each test gets a copy
+    url = server.create_database()
+    open_ledger(url).dispose()
     return url.rsplit("/", 1)[1]
-
-
-@pytest.fixture
-def postgres_ledger_url(postgres_server: PostgresServer, _postgres_ledger_template: str) -> str:
-    """The URL of a fresh database already migrated to head (faster than migrating each)."""
-    return postgres_server.create_database(template=_postgres_ledger_template)
