@@ -3,7 +3,8 @@
 Pure and streaming: `read_rows` yields one `ParsedRow` at a time and keeps only what
 de-duplication needs (the keys seen so far and each location's values), never the file.
 Normalization never invents data: a value that is not valid after trimming is rejected with a
-reason code, not corrected.
+reason code, not corrected. A cell that export guarded with a leading `'` (see `cells`) is read
+without it, so that a file ledger wrote (retry_rows.csv) ingests as the rows it came from.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import IO, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ledger.cells import restore
 from ledger.error_handling import InputFileError, ReasonCode
 
 # Far above any real cell, so the csv module never stops mid-file; our own limits below apply.
@@ -482,7 +484,7 @@ def read_header(reader: Iterator[list[str]], path: Path) -> list[str]:
         if record and any(cell.strip() for cell in record):
             if any(SURROGATE_RE.search(cell) or "\x00" in cell for cell in record):
                 raise InputFileError(f"{path} is not UTF-8: its header cannot be decoded")
-            return [cell.strip() for cell in record]
+            return [restore(cell).strip() for cell in record]
     raise InputFileError(f"{path} has no header row")
 
 
@@ -533,6 +535,11 @@ def parse_record(
     dedupe: Deduplicator,
 ) -> ParsedRow:
     joined = "".join(record)
+    if "'" in joined:
+        # A file ledger wrote (retry_rows.csv) reads back as it was: without the `'` export
+        # put before cells a spreadsheet would execute. Most rows hold no `'` at all.
+        record = [restore(cell) for cell in record]
+        joined = "".join(record)
     clean = "\x00" not in joined and SURROGATE_RE.search(joined) is None
     if clean and len(record) == len(headers):
         raw = dict(zip(headers, record, strict=True))  # the common case, in one step
