@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     # creating again (Webex may take a while to show a new person in the lookup by email).
     LOOKUP_SETTLE_S: float = Field(default=20.0, ge=0, le=600)
 
+    @field_validator("LEDGER_LOG_FILE", mode="before")
+    @classmethod
+    def _named_file(cls, value: object) -> object:
+        # An empty value would become Path("."), the working directory, which no log can open.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; give the log file's name")
+        return value
+
     @field_validator("WEBEX_ACCESS_TOKEN", mode="before")
     @classmethod
     def _one_piece_secret(cls, value: object) -> object:

@@ -440,8 +440,7 @@ class Deduplicator:
     def location_specs(self) -> list[LocationSpec]:
         """Each location the accepted rows name, with the values they agreed on."""
         return [
-            LocationSpec(name=name, **values)
-            for name, values in sorted(self.locations.items())
+            LocationSpec(name=name, **values) for name, values in sorted(self.locations.items())
         ]
 
 
@@ -498,7 +497,10 @@ def read_rows(path: Path, *, max_rows: int) -> tuple[list[str], Iterator[ParsedR
     handle = open_csv(path)
     reader = csv.reader(handle, strict=False)
     try:
-        headers = read_header(reader, path)
+        try:
+            headers = read_header(reader, path)
+        except csv.Error as exc:
+            raise _unreadable(path, "the header", reader.line_num, exc) from None
         mapping = map_headers(headers)
     except BaseException:
         handle.close()
@@ -519,12 +521,24 @@ def read_rows(path: Path, *, max_rows: int) -> tuple[list[str], Iterator[ParsedR
                         )
                     yield parse_record(row_id, record, headers, mapping, dedupe)
             except csv.Error as exc:
-                raise InputFileError(f"{path} is not a readable CSV: {exc}") from None
+                # The reader cannot resume safely after this (a quoted cell may span the lines
+                # that follow): the whole file is refused, and the run's one transaction with it.
+                raise _unreadable(path, f"data row {row_id + 1}", reader.line_num, exc) from None
 
     rows = stream()
     # A stream dropped before its first row never enters its `with`: close the file anyway.
     weakref.finalize(rows, handle.close)
     return headers, rows, dedupe
+
+
+def _unreadable(path: Path, where: str, line: int, error: csv.Error) -> InputFileError:
+    if "field larger than field limit" in str(error):
+        detail = f"a cell is longer than {CSV_FIELD_LIMIT:,} characters"
+    else:
+        detail = " ".join(str(error).split())
+    return InputFileError(
+        f"{path} is not a readable CSV: {where} (line {line}): {detail}; nothing ingested"
+    )
 
 
 def parse_record(

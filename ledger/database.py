@@ -167,10 +167,29 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
-def head_revision() -> str | None:
+def _scripts() -> ScriptDirectory:
     config = Config()
     config.set_main_option("script_location", MIGRATIONS_DIR)
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str | None:
+    return _scripts().get_current_head()
+
+
+def known_revisions() -> frozenset[str]:
+    """Every schema revision this version of ledger knows, from the first to head."""
+    return frozenset(script.revision for script in _scripts().walk_revisions())
+
+
+def _refuse_newer(current: str | None, url: str) -> None:
+    # Alembic would fail with "Can't locate revision": the ledger was migrated by a newer
+    # ledger, and an older one must neither write to it nor misread it.
+    if current is not None and current not in known_revisions():
+        raise UsageError(
+            f"the ledger at {shown_url(url)} was written by a newer ledger (schema {current}): "
+            "upgrade ledger to use it"
+        )
 
 
 def migrate(engine: Engine) -> None:
@@ -180,17 +199,22 @@ def migrate(engine: Engine) -> None:
     wait for its lock (SQLite's write lock, a PostgreSQL advisory lock), then find it done.
     """
     head = head_revision()
+    url = engine.url.render_as_string(hide_password=False)  # shown_url() hides it
     with engine.connect() as connection:
-        if MigrationContext.configure(connection).get_current_revision() == head:
-            return
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current == head:
+        return
+    _refuse_newer(current, url)
     # Alembic's `context` is process-global: one migration at a time in this process too.
     with _MIGRATION_LOCK, engine.execution_options(ledger_write=True).begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
             )
-        if MigrationContext.configure(connection).get_current_revision() == head:
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current == head:
             return
+        _refuse_newer(current, url)
         command.upgrade(_alembic_config(connection), "head")
 
 
@@ -209,6 +233,7 @@ def _check_schema(engine: Engine, url: str) -> None:
     head = head_revision()
     if current is None:
         raise UsageError(f"no ledger at {shown_url(url)}: run `ledger ingest FILE.csv` first")
+    _refuse_newer(current, url)
     if current != head:
         raise UsageError(
             f"the ledger at {shown_url(url)} has schema {current}, this version needs {head}: "

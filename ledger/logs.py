@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 
+from ledger.error_handling import ConfigError
+
 LOGGER_NAME = "ledger"
 
 # Written in this order, before any other extra field.
@@ -311,8 +313,13 @@ def configure_logging(
 ) -> None:
     """Send the `ledger` logger to `log_file` (JSON lines) and stderr; replaces an earlier setup."""
     shutdown_logging()
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"LEDGER_LOG_FILE {log_file} cannot be opened: {exc.strerror or exc}"
+        ) from None
     file_handler.setLevel(file_level)
     file_handler.setFormatter(JsonLinesFormatter(run_id=run_id))
     handlers: list[logging.Handler] = [

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from ledger.cells import neutralise
 from ledger.config import PIPELINE_VERSION
 from ledger.database import Ledger
-from ledger.error_handling import InvariantError
+from ledger.error_handling import InvariantError, UsageError
 from ledger.reports import (
     checkpoint_position_in,
     outcome_counts,
@@ -134,6 +134,21 @@ def atomic_write_csv(path: Path, columns: Sequence[str], lines: Iterable[Sequenc
     return count
 
 
+class ArtifactFolderError(UsageError, OSError):
+    """The artifacts cannot be written where they were asked for (`--out`, LEDGER_OUTPUT_DIR).
+
+    A UsageError for the commands (exit 2, one line naming the folder and the system's reason),
+    and still an OSError for `work`, whose periodic refresh logs it and goes on working.
+    """
+
+    def __init__(self, folder: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.message = f"cannot write the artifacts to {folder}: {cause.strerror or cause}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass(frozen=True)
 class ExportReport:
     out_dir: Path
@@ -186,7 +201,17 @@ def export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
 
     All of them are read in one snapshot of the ledger: while workers keep writing, the files
     still agree with each other (no row in two files or in none, no checkpoint ahead of them).
+    Raises ArtifactFolderError when the folder cannot be created or written.
     """
+    try:
+        return _export_all(ledger, run, out_dir)
+    except ArtifactFolderError:
+        raise
+    except OSError as exc:
+        raise ArtifactFolderError(out_dir, exc) from exc
+
+
+def _export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
     with snapshot(ledger) as session:
         success_rows: set[int] = set()
         results = atomic_write_csv(
