@@ -8,6 +8,7 @@ that two writers never deadlock upgrading a read lock. PostgreSQL needs none of 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -86,6 +87,22 @@ class Ledger:
             self.write_engine.dispose()
 
 
+def create_private(path: Path) -> None:
+    """Create `path`, empty and readable by its owner only, unless it exists.
+
+    The ledger holds personal data (names, emails, numbers). SQLite would create it with the
+    umask's mode, 0644 as a rule; an empty file is a valid empty database, and SQLite gives its
+    -wal and -shm files the database file's own mode.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise UsageError(f"cannot create the ledger at {path}: {exc.strerror}") from None
+    os.close(descriptor)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take over transaction control from the sqlite3 module, which would otherwise issue its own
     # deferred BEGIN and defeat BEGIN IMMEDIATE.
@@ -124,6 +141,8 @@ def create_ledger_engine(url: str, *, read_only: bool = False, writer: bool = Fa
             folder = Path(database).expanduser().resolve().parent
             if not folder.is_dir():
                 raise UsageError(f"the ledger's folder does not exist: {folder}")
+            if not read_only and not parsed.query.get("uri"):
+                create_private(Path(database).expanduser())
         if read_only and database and database != ":memory:":
             path = Path(database).expanduser().resolve()
             if not path.exists():

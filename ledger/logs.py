@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -315,6 +316,8 @@ def configure_logging(
     shutdown_logging()
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
+        # Created readable by its owner only: log lines name people, emails and numbers.
+        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
