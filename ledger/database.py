@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -87,6 +87,34 @@ class Ledger:
             self.write_engine.dispose()
 
 
+def refuse_foreign_sqlite(path: Path, url: str) -> None:
+    """Refuse a SQLite file that holds tables but no ledger, before anything writes to it.
+
+    Opening it as a ledger would add the ledger's tables to someone else's database and switch
+    it to WAL. It is read here read-only, which changes neither its bytes nor its mtime. An
+    absent or empty file, or a database without tables, is fine to create a ledger in.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        with closing(
+            sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        ) as probe:
+            tables = {
+                name
+                for (name,) in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+    except sqlite3.DatabaseError as exc:
+        detail = " ".join(str(exc).split())
+        raise UsageError(f"cannot open the ledger at {shown_url(url)}: {detail}") from None
+    if tables and "alembic_version" not in tables:
+        raise UsageError(
+            f"{path} is a SQLite database that is not a ledger ({len(tables)} other table(s)): "
+            "give the ledger a file of its own"
+        )
+
+
 def create_private(path: Path) -> None:
     """Create `path`, empty and readable by its owner only, unless it exists.
 
@@ -142,6 +170,7 @@ def create_ledger_engine(url: str, *, read_only: bool = False, writer: bool = Fa
             if not folder.is_dir():
                 raise UsageError(f"the ledger's folder does not exist: {folder}")
             if not read_only and not parsed.query.get("uri"):
+                refuse_foreign_sqlite(Path(database).expanduser(), url)
                 create_private(Path(database).expanduser())
         if read_only and database and database != ":memory:":
             path = Path(database).expanduser().resolve()
