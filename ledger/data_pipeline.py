@@ -32,6 +32,8 @@ MAX_CELL_CHARS = 1000
 NAME_MAX = 30
 DISPLAY_NAME_MAX = 128
 LOCATION_NAME_MAX = 80
+EMAIL_MAX = 254
+EXTENSION_MAX = 10
 FORBIDDEN_NAME_CHARS = frozenset('%#<>\\/"')
 
 LOCATION_FIELDS = (
@@ -204,6 +206,24 @@ def _time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+# A cell past MAX_CELL_CHARS is refused before any rule reads it (a regex over megabytes, a
+# message quoting them), with the reason and the limit its column's own rule gives.
+_TOO_LONG = {
+    "email": (ReasonCode.INVALID_EMAIL, EMAIL_MAX),
+    "first_name": (ReasonCode.INVALID_NAME, NAME_MAX),
+    "last_name": (ReasonCode.INVALID_NAME, NAME_MAX),
+    "display_name": (ReasonCode.INVALID_NAME, DISPLAY_NAME_MAX),
+    "location_name": (ReasonCode.INVALID_VALUE, LOCATION_NAME_MAX),
+    "extension": (ReasonCode.INVALID_EXTENSION, EXTENSION_MAX),
+    "phone_number": (ReasonCode.INVALID_PHONE, MAX_CELL_CHARS),
+}
+
+
+def _too_long(column: str) -> _Invalid:
+    reason, limit = _TOO_LONG.get(column, (ReasonCode.INVALID_VALUE, MAX_CELL_CHARS))
+    return _Invalid(reason, f"{column} is longer than {limit} characters", column)
+
+
 def _clean(cells: dict[str, str | None]) -> dict[str, str | None]:
     """Every column, trimmed; blank is None. The hottest loop of ingest: kept inline."""
     values: dict[str, str | None] = {}
@@ -212,11 +232,7 @@ def _clean(cells: dict[str, str | None]) -> dict[str, str | None]:
         if value is not None:
             value = value.strip() or None
             if value is not None and len(value) > MAX_CELL_CHARS:
-                raise _Invalid(
-                    ReasonCode.INVALID_VALUE,
-                    f"{column} is longer than {MAX_CELL_CHARS} characters",
-                    column,
-                )
+                raise _too_long(column)
         values[column] = value
     return values
 
@@ -310,7 +326,7 @@ def validate_row(cells: dict[str, str | None]) -> tuple[UserRow, LocationSpec]:
     if email is None:
         raise _Invalid(ReasonCode.MISSING_FIELD, "email is empty", "email")
     email = email.lower()
-    if len(email) > 254 or not EMAIL_RE.match(email) or len(email.split("@")[0]) > 64:
+    if len(email) > EMAIL_MAX or not EMAIL_RE.match(email) or len(email.split("@")[0]) > 64:
         raise _Invalid(ReasonCode.INVALID_EMAIL, f"{email!r} is not a valid email", "email")
 
     first = _name(values["first_name"], "first_name", NAME_MAX)
