@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.error_handling import ConfigError
@@ -62,6 +62,29 @@ class Settings(BaseSettings):
     # creating again (Webex may take a while to show a new person in the lookup by email).
     LOOKUP_SETTLE_S: float = Field(default=20.0, ge=0, le=600)
 
+    @field_validator("LEDGER_LOG_FILE", mode="before")
+    @classmethod
+    def _named_file(cls, value: object) -> object:
+        # An empty value would become Path("."), the working directory, which no log can open.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; give the log file's name")
+        return value
+
+    @field_validator("WEBEX_ACCESS_TOKEN", mode="before")
+    @classmethod
+    def _one_piece_secret(cls, value: object) -> object:
+        # A token pasted across two lines would reach the Authorization header, and every error
+        # message that quotes it, with its second half past the point where masking stops.
+        # Surrounding whitespace is only the newline of `$(cat token-file)`: dropped.
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if any(character.isspace() for character in value):
+            raise ValueError("has whitespace inside it (a wrapped paste?); give it on one line")
+        return value
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the settings; raise ConfigError with one line naming the variable."""
@@ -71,5 +94,7 @@ def load_settings(**overrides: object) -> Settings:
         first = exc.errors()[0]
         name = ".".join(str(part) for part in first["loc"]) or "configuration"
         raw = os.environ.get(name)
-        shown = "" if raw is None or "TOKEN" in name else f" (got {raw!r})"
-        raise ConfigError(f"invalid {name}{shown}: {first['msg']}") from None
+        secret = "TOKEN" in name or "SECRET" in name
+        shown = "" if raw is None or secret else f" (got {raw!r})"
+        reason = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid {name}{shown}: {reason}") from None

@@ -3,7 +3,8 @@
 Pure and streaming: `read_rows` yields one `ParsedRow` at a time and keeps only what
 de-duplication needs (the keys seen so far and each location's values), never the file.
 Normalization never invents data: a value that is not valid after trimming is rejected with a
-reason code, not corrected.
+reason code, not corrected. A cell that export guarded with a leading `'` (see `cells`) is read
+without it, so that a file ledger wrote (retry_rows.csv) ingests as the rows it came from.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import IO, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ledger.cells import restore
 from ledger.error_handling import InputFileError, ReasonCode
 
 # Far above any real cell, so the csv module never stops mid-file; our own limits below apply.
@@ -30,6 +32,8 @@ MAX_CELL_CHARS = 1000
 NAME_MAX = 30
 DISPLAY_NAME_MAX = 128
 LOCATION_NAME_MAX = 80
+EMAIL_MAX = 254
+EXTENSION_MAX = 10
 FORBIDDEN_NAME_CHARS = frozenset('%#<>\\/"')
 
 LOCATION_FIELDS = (
@@ -202,6 +206,24 @@ def _time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+# A cell past MAX_CELL_CHARS is refused before any rule reads it (a regex over megabytes, a
+# message quoting them), with the reason and the limit its column's own rule gives.
+_TOO_LONG = {
+    "email": (ReasonCode.INVALID_EMAIL, EMAIL_MAX),
+    "first_name": (ReasonCode.INVALID_NAME, NAME_MAX),
+    "last_name": (ReasonCode.INVALID_NAME, NAME_MAX),
+    "display_name": (ReasonCode.INVALID_NAME, DISPLAY_NAME_MAX),
+    "location_name": (ReasonCode.INVALID_VALUE, LOCATION_NAME_MAX),
+    "extension": (ReasonCode.INVALID_EXTENSION, EXTENSION_MAX),
+    "phone_number": (ReasonCode.INVALID_PHONE, MAX_CELL_CHARS),
+}
+
+
+def _too_long(column: str) -> _Invalid:
+    reason, limit = _TOO_LONG.get(column, (ReasonCode.INVALID_VALUE, MAX_CELL_CHARS))
+    return _Invalid(reason, f"{column} is longer than {limit} characters", column)
+
+
 def _clean(cells: dict[str, str | None]) -> dict[str, str | None]:
     """Every column, trimmed; blank is None. The hottest loop of ingest: kept inline."""
     values: dict[str, str | None] = {}
@@ -210,11 +232,7 @@ def _clean(cells: dict[str, str | None]) -> dict[str, str | None]:
         if value is not None:
             value = value.strip() or None
             if value is not None and len(value) > MAX_CELL_CHARS:
-                raise _Invalid(
-                    ReasonCode.INVALID_VALUE,
-                    f"{column} is longer than {MAX_CELL_CHARS} characters",
-                    column,
-                )
+                raise _too_long(column)
         values[column] = value
     return values
 
@@ -308,7 +326,7 @@ def validate_row(cells: dict[str, str | None]) -> tuple[UserRow, LocationSpec]:
     if email is None:
         raise _Invalid(ReasonCode.MISSING_FIELD, "email is empty", "email")
     email = email.lower()
-    if len(email) > 254 or not EMAIL_RE.match(email) or len(email.split("@")[0]) > 64:
+    if len(email) > EMAIL_MAX or not EMAIL_RE.match(email) or len(email.split("@")[0]) > 64:
         raise _Invalid(ReasonCode.INVALID_EMAIL, f"{email!r} is not a valid email", "email")
 
     first = _name(values["first_name"], "first_name", NAME_MAX)
@@ -438,8 +456,7 @@ class Deduplicator:
     def location_specs(self) -> list[LocationSpec]:
         """Each location the accepted rows name, with the values they agreed on."""
         return [
-            LocationSpec(name=name, **values)
-            for name, values in sorted(self.locations.items())
+            LocationSpec(name=name, **values) for name, values in sorted(self.locations.items())
         ]
 
 
@@ -482,7 +499,7 @@ def read_header(reader: Iterator[list[str]], path: Path) -> list[str]:
         if record and any(cell.strip() for cell in record):
             if any(SURROGATE_RE.search(cell) or "\x00" in cell for cell in record):
                 raise InputFileError(f"{path} is not UTF-8: its header cannot be decoded")
-            return [cell.strip() for cell in record]
+            return [restore(cell).strip() for cell in record]
     raise InputFileError(f"{path} has no header row")
 
 
@@ -496,7 +513,10 @@ def read_rows(path: Path, *, max_rows: int) -> tuple[list[str], Iterator[ParsedR
     handle = open_csv(path)
     reader = csv.reader(handle, strict=False)
     try:
-        headers = read_header(reader, path)
+        try:
+            headers = read_header(reader, path)
+        except csv.Error as exc:
+            raise _unreadable(path, "the header", reader.line_num, exc) from None
         mapping = map_headers(headers)
     except BaseException:
         handle.close()
@@ -517,12 +537,24 @@ def read_rows(path: Path, *, max_rows: int) -> tuple[list[str], Iterator[ParsedR
                         )
                     yield parse_record(row_id, record, headers, mapping, dedupe)
             except csv.Error as exc:
-                raise InputFileError(f"{path} is not a readable CSV: {exc}") from None
+                # The reader cannot resume safely after this (a quoted cell may span the lines
+                # that follow): the whole file is refused, and the run's one transaction with it.
+                raise _unreadable(path, f"data row {row_id + 1}", reader.line_num, exc) from None
 
     rows = stream()
     # A stream dropped before its first row never enters its `with`: close the file anyway.
     weakref.finalize(rows, handle.close)
     return headers, rows, dedupe
+
+
+def _unreadable(path: Path, where: str, line: int, error: csv.Error) -> InputFileError:
+    if "field larger than field limit" in str(error):
+        detail = f"a cell is longer than {CSV_FIELD_LIMIT:,} characters"
+    else:
+        detail = " ".join(str(error).split())
+    return InputFileError(
+        f"{path} is not a readable CSV: {where} (line {line}): {detail}; nothing ingested"
+    )
 
 
 def parse_record(
@@ -533,6 +565,11 @@ def parse_record(
     dedupe: Deduplicator,
 ) -> ParsedRow:
     joined = "".join(record)
+    if "'" in joined:
+        # A file ledger wrote (retry_rows.csv) reads back as it was: without the `'` export
+        # put before cells a spreadsheet would execute. Most rows hold no `'` at all.
+        record = [restore(cell) for cell in record]
+        joined = "".join(record)
     clean = "\x00" not in joined and SURROGATE_RE.search(joined) is None
     if clean and len(record) == len(headers):
         raw = dict(zip(headers, record, strict=True))  # the common case, in one step

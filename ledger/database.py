@@ -8,10 +8,11 @@ that two writers never deadlock upgrading a read lock. PostgreSQL needs none of 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -86,6 +87,50 @@ class Ledger:
             self.write_engine.dispose()
 
 
+def refuse_foreign_sqlite(path: Path, url: str) -> None:
+    """Refuse a SQLite file that holds tables but no ledger, before anything writes to it.
+
+    Opening it as a ledger would add the ledger's tables to someone else's database and switch
+    it to WAL. It is read here read-only, which changes neither its bytes nor its mtime. An
+    absent or empty file, or a database without tables, is fine to create a ledger in.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        with closing(
+            sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        ) as probe:
+            tables = {
+                name
+                for (name,) in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+    except sqlite3.DatabaseError as exc:
+        detail = " ".join(str(exc).split())
+        raise UsageError(f"cannot open the ledger at {shown_url(url)}: {detail}") from None
+    if tables and "alembic_version" not in tables:
+        raise UsageError(
+            f"{path} is a SQLite database that is not a ledger ({len(tables)} other table(s)): "
+            "give the ledger a file of its own"
+        )
+
+
+def create_private(path: Path) -> None:
+    """Create `path`, empty and readable by its owner only, unless it exists.
+
+    The ledger holds personal data (names, emails, numbers). SQLite would create it with the
+    umask's mode, 0644 as a rule; an empty file is a valid empty database, and SQLite gives its
+    -wal and -shm files the database file's own mode.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise UsageError(f"cannot create the ledger at {path}: {exc.strerror}") from None
+    os.close(descriptor)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take over transaction control from the sqlite3 module, which would otherwise issue its own
     # deferred BEGIN and defeat BEGIN IMMEDIATE.
@@ -124,6 +169,9 @@ def create_ledger_engine(url: str, *, read_only: bool = False, writer: bool = Fa
             folder = Path(database).expanduser().resolve().parent
             if not folder.is_dir():
                 raise UsageError(f"the ledger's folder does not exist: {folder}")
+            if not read_only and not parsed.query.get("uri"):
+                refuse_foreign_sqlite(Path(database).expanduser(), url)
+                create_private(Path(database).expanduser())
         if read_only and database and database != ":memory:":
             path = Path(database).expanduser().resolve()
             if not path.exists():
@@ -167,10 +215,29 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
-def head_revision() -> str | None:
+def _scripts() -> ScriptDirectory:
     config = Config()
     config.set_main_option("script_location", MIGRATIONS_DIR)
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str | None:
+    return _scripts().get_current_head()
+
+
+def known_revisions() -> frozenset[str]:
+    """Every schema revision this version of ledger knows, from the first to head."""
+    return frozenset(script.revision for script in _scripts().walk_revisions())
+
+
+def _refuse_newer(current: str | None, url: str) -> None:
+    # Alembic would fail with "Can't locate revision": the ledger was migrated by a newer
+    # ledger, and an older one must neither write to it nor misread it.
+    if current is not None and current not in known_revisions():
+        raise UsageError(
+            f"the ledger at {shown_url(url)} was written by a newer ledger (schema {current}): "
+            "upgrade ledger to use it"
+        )
 
 
 def migrate(engine: Engine) -> None:
@@ -180,17 +247,22 @@ def migrate(engine: Engine) -> None:
     wait for its lock (SQLite's write lock, a PostgreSQL advisory lock), then find it done.
     """
     head = head_revision()
+    url = engine.url.render_as_string(hide_password=False)  # shown_url() hides it
     with engine.connect() as connection:
-        if MigrationContext.configure(connection).get_current_revision() == head:
-            return
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current == head:
+        return
+    _refuse_newer(current, url)
     # Alembic's `context` is process-global: one migration at a time in this process too.
     with _MIGRATION_LOCK, engine.execution_options(ledger_write=True).begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
             )
-        if MigrationContext.configure(connection).get_current_revision() == head:
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current == head:
             return
+        _refuse_newer(current, url)
         command.upgrade(_alembic_config(connection), "head")
 
 
@@ -209,6 +281,7 @@ def _check_schema(engine: Engine, url: str) -> None:
     head = head_revision()
     if current is None:
         raise UsageError(f"no ledger at {shown_url(url)}: run `ledger ingest FILE.csv` first")
+    _refuse_newer(current, url)
     if current != head:
         raise UsageError(
             f"the ledger at {shown_url(url)} has schema {current}, this version needs {head}: "

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from ledger.config import PIPELINE_VERSION, Settings
 from ledger.data_pipeline import file_sha256, read_rows
 from ledger.database import Ledger
@@ -32,12 +34,7 @@ def ingest_file(ledger: Ledger, path: Path, settings: Settings) -> IngestReport:
     out_dir = settings.LEDGER_OUTPUT_DIR
     existing = find_run_by_hash(ledger, input_hash)
     if existing is not None:
-        return IngestReport(
-            run=existing,
-            reused=True,
-            rejected_by_reason=rejection_counts(ledger, existing.id),
-            rejected_file=out_dir / "rejected_rows.csv",
-        )
+        return _reused(ledger, existing, out_dir)
     # Before the run is stored: once it is, the same file only ever finds it again.
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,20 +43,37 @@ def ingest_file(ledger: Ledger, path: Path, settings: Settings) -> IngestReport:
             f"LEDGER_OUTPUT_DIR {out_dir} cannot be used as a folder: {exc.strerror}"
         ) from None
     headers, rows, dedupe = read_rows(path, max_rows=settings.MAX_ROWS)
-    run = store_run(
-        ledger,
-        input_hash=input_hash,
-        file_name=path.name,
-        pipeline_version=PIPELINE_VERSION,
-        batch_size=settings.BATCH_SIZE,
-        headers=headers,
-        rows=rows,
-        locations=dedupe.location_specs,
-    )
+    try:
+        run = store_run(
+            ledger,
+            input_hash=input_hash,
+            file_name=path.name,
+            pipeline_version=PIPELINE_VERSION,
+            batch_size=settings.BATCH_SIZE,
+            headers=headers,
+            rows=rows,
+            locations=dedupe.location_specs,
+        )
+    except IntegrityError:
+        # Another ingest of the same bytes stored its run between our look-up and our store
+        # (the run's hash is unique): that run is this file's, as if it had been found above.
+        existing = find_run_by_hash(ledger, input_hash)
+        if existing is None:
+            raise
+        return _reused(ledger, existing, out_dir)
     write_rejected(ledger, run, out_dir)
     return IngestReport(
         run=run,
         reused=False,
+        rejected_by_reason=rejection_counts(ledger, run.id),
+        rejected_file=out_dir / "rejected_rows.csv",
+    )
+
+
+def _reused(ledger: Ledger, run: RunInfo, out_dir: Path) -> IngestReport:
+    return IngestReport(
+        run=run,
+        reused=True,
         rejected_by_reason=rejection_counts(ledger, run.id),
         rejected_file=out_dir / "rejected_rows.csv",
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
+
+from ledger.error_handling import ConfigError
 
 LOGGER_NAME = "ledger"
 
@@ -311,8 +314,15 @@ def configure_logging(
 ) -> None:
     """Send the `ledger` logger to `log_file` (JSON lines) and stderr; replaces an earlier setup."""
     shutdown_logging()
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        # Created readable by its owner only: log lines name people, emails and numbers.
+        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"LEDGER_LOG_FILE {log_file} cannot be opened: {exc.strerror or exc}"
+        ) from None
     file_handler.setLevel(file_level)
     file_handler.setFormatter(JsonLinesFormatter(run_id=run_id))
     handlers: list[logging.Handler] = [

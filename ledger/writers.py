@@ -3,25 +3,29 @@
 Every file goes to a temporary name in the same folder, is flushed and fsynced, then renamed
 over the old one, so a reader (or a crash) never sees a torn file. The content is a pure
 function of the ledger: rows in `row_id` order, steps in pipeline order, timestamps as stored.
-Cells a spreadsheet would execute are written with a leading `'`.
+Cells a spreadsheet would execute, header cells included, are written with a leading `'`
+(see `cells`; ingest reads them back without it). Files are written line by line as the ledger
+yields them, never built in memory first.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from sqlalchemy.orm import Session
 
+from ledger.cells import neutralise
 from ledger.config import PIPELINE_VERSION
 from ledger.database import Ledger
-from ledger.error_handling import InvariantError
+from ledger.error_handling import InvariantError, UsageError
 from ledger.reports import (
     checkpoint_position_in,
     outcome_counts,
@@ -74,34 +78,18 @@ CHECKPOINT_KEYS = (
 )
 ARTIFACTS = ("results.csv", "pending_rows.csv", "rejected_rows.csv", "checkpoint.json")
 RETRY_FILE = "retry_rows.csv"
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_FIRST = frozenset(FORMULA_STARTS)
-
 Cell = object
 
 
-def is_plain_e164(text: str) -> bool:
-    # ASCII digits only: str.isdigit() also accepts superscripts and Arabic-Indic digits.
-    digits = text[1:]
-    return text.startswith("+") and 8 <= len(digits) <= 15 and digits.isascii() and digits.isdigit()
-
-
-def neutralise(value: Cell) -> str:
-    """The cell as text, with a leading `'` where a spreadsheet would execute it."""
-    if value is None:
-        return ""
-    text = str(value)
-    if text and text[0] in _FORMULA_FIRST and not is_plain_e164(text):
-        return "'" + text
-    return text
-
-
-def atomic_write_text(path: Path, text: str) -> None:
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[str]]:
+    """A text file at a temporary name beside `path`, flushed, fsynced and renamed over `path`
+    when the block ends; removed instead if the block fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
@@ -110,33 +98,55 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as out:
+        out.write(text)
+
+
 def atomic_write_csv(path: Path, columns: Sequence[str], lines: Iterable[Sequence[Cell]]) -> int:
-    """Write a CSV atomically; returns the number of data lines."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    # The csv module quotes a cell only for the characters of its own line terminator: a bare
-    # carriage return (a raw input cell, a Webex message) would go out unquoted and split the
-    # line for every reader. Such lines are written with every cell quoted.
-    quoting_writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    writer.writerow(columns)
-    count = 0
-    for line in lines:
-        if len(line) != len(columns):
-            raise ValueError(
-                f"{path.name}: a line has {len(line)} cells for {len(columns)} columns"
-            )
-        # Non-negative ints and None need no check; they are a third of all cells.
-        cells = [
-            cell if cell is None or (type(cell) is int and cell >= 0) else neutralise(cell)
-            for cell in line
-        ]
-        if any("\r" in cell for cell in cells if type(cell) is str):
-            quoting_writer.writerow(cells)
-        else:
-            writer.writerow(cells)
-        count += 1
-    atomic_write_text(path, buffer.getvalue())
+    """Write a CSV atomically, line by line as `lines` yields them; returns the number of data
+    lines. Nothing is built in memory: a retry file in the input's own columns can be wide."""
+    with atomic_file(path) as out:
+        writer = csv.writer(out, lineterminator="\n")
+        # The csv module quotes a cell only for the characters of its own line terminator: a
+        # bare carriage return (a raw input cell, a Webex message) would go out unquoted and
+        # split the line for every reader. Such lines are written with every cell quoted.
+        quoting_writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        # Header cells too: the retry file's are the input's own, as hostile as its cells.
+        header = [neutralise(column) for column in columns]
+        (quoting_writer if any("\r" in cell for cell in header) else writer).writerow(header)
+        count = 0
+        for line in lines:
+            if len(line) != len(columns):
+                raise ValueError(
+                    f"{path.name}: a line has {len(line)} cells for {len(columns)} columns"
+                )
+            # Empty cells, None and non-negative ints need no check; they are most cells.
+            cells = [
+                cell if not cell or (type(cell) is int and cell >= 0) else neutralise(cell)
+                for cell in line
+            ]
+            if any("\r" in cell for cell in cells if type(cell) is str):
+                quoting_writer.writerow(cells)
+            else:
+                writer.writerow(cells)
+            count += 1
     return count
+
+
+class ArtifactFolderError(UsageError, OSError):
+    """The artifacts cannot be written where they were asked for (`--out`, LEDGER_OUTPUT_DIR).
+
+    A UsageError for the commands (exit 2, one line naming the folder and the system's reason),
+    and still an OSError for `work`, whose periodic refresh logs it and goes on working.
+    """
+
+    def __init__(self, folder: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.message = f"cannot write the artifacts to {folder}: {cause.strerror or cause}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -191,7 +201,17 @@ def export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
 
     All of them are read in one snapshot of the ledger: while workers keep writing, the files
     still agree with each other (no row in two files or in none, no checkpoint ahead of them).
+    Raises ArtifactFolderError when the folder cannot be created or written.
     """
+    try:
+        return _export_all(ledger, run, out_dir)
+    except ArtifactFolderError:
+        raise
+    except OSError as exc:
+        raise ArtifactFolderError(out_dir, exc) from exc
+
+
+def _export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
     with snapshot(ledger) as session:
         success_rows: set[int] = set()
         results = atomic_write_csv(
