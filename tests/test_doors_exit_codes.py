@@ -18,8 +18,10 @@ from ledger.config import load_settings
 from ledger.database import open_ledger
 from ledger.ingest import ingest_file
 from ledger.state_store import RunInfo
-from tests.conftest import LedgerEnv, assert_exit, invoke, write_csv
-from tests.worksupport import Jobs, person
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import write_csv
+from tests.support.people import person
+from tests.support.work import Jobs
 
 HEADER = ["email", "first_name", "location_name", "extension"]
 

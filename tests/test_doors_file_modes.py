@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LedgerEnv, assert_exit, invoke, write_csv
-from tests.worksupport import Jobs, person
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import write_csv
+from tests.support.people import person
+from tests.support.work import Jobs
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LedgerEnv, assert_exit, invoke, write_csv
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import write_csv
 
 
 def users_csv(env: LedgerEnv) -> Path:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import LedgerEnv, assert_exit, invoke, read_csv, write_csv
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import read_csv, write_csv
 
 HEADER = [
     "email",

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from ledger.cells import neutralise, restore
-from tests.conftest import LedgerEnv, assert_exit, invoke, read_csv, write_csv
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import read_csv, write_csv
 
 # `=notes` and `-tag` are columns ledger does not use: kept in the raw row, and in the retry
 # file's header, where a spreadsheet would execute them too.

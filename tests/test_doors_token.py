@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from ledger.config import load_settings
-from tests.conftest import LedgerEnv, assert_exit, invoke, write_csv
+from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.csvfiles import write_csv
 
 FIRST_HALF = "NmQ1YzFirstHalf0042"
 SECOND_HALF = "SECONDhalfOfTheToken77"
