@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ledger.data_pipeline import LocationSpec, UserRow
+from ledger.row_rules import LocationSpec, UserRow
 
 JSON = dict[str, Any]
 

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from ledger import action_helpers as helpers
 from ledger.connection_client import WebexClient
-from ledger.data_pipeline import LocationSpec, UserRow
 from ledger.error_handling import (
     WEBEX_EXTENSION_UNAVAILABLE,
     WEBEX_LOCATION_NOT_CALLING,
@@ -29,6 +28,7 @@ from ledger.error_handling import (
     RetryExhaustedError,
     UnexpectedResponseError,
 )
+from ledger.row_rules import LocationSpec, UserRow
 
 JSON = dict[str, Any]
 Action = Literal["create", "update", "unchanged", "pending"]

@@ -25,7 +25,6 @@ from ledger import actions_registry as registry
 from ledger.batch_iterator import BatchBounds, BatchState, LeaseKeeper, iterate_batches
 from ledger.config import Settings
 from ledger.connection_client import WebexClient
-from ledger.data_pipeline import LocationSpec
 from ledger.database import Ledger
 from ledger.error_handling import (
     ClaimLostError,
@@ -35,6 +34,7 @@ from ledger.error_handling import (
     is_auth_failure,
 )
 from ledger.logs import bind_log_context
+from ledger.row_rules import LocationSpec
 from ledger.state_store import (
     SUCCESS_STEP_STATUSES,
     ClaimedRow,

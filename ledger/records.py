@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from ledger.data_pipeline import UserRow
 from ledger.error_handling import ReasonCode
+from ledger.row_rules import UserRow
 
 
 class RowStatus(StrEnum):

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from ledger.data_pipeline import LocationSpec, ParsedRow, UserRow
+from ledger.data_pipeline import ParsedRow
 from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError, ReasonCode, UsageError
 from ledger.models import (
@@ -46,6 +46,7 @@ from ledger.models import (
     WorkerStats,
 )
 from ledger.records import TERMINAL_ROW_STATUSES, StepName
+from ledger.row_rules import LocationSpec, UserRow
 
 SUCCESS_STEP_STATUSES = frozenset({"created", "updated", "unchanged", "skipped"})
 INSERT_CHUNK = 1000

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ledger import action_helpers as helpers
-from ledger.data_pipeline import LocationSpec, UserRow
+from ledger.row_rules import LocationSpec, UserRow
 
 LOCATION_ID = "LOC-1"
 LICENSE_ID = "LIC-CALLING"

@@ -13,20 +13,22 @@ from pathlib import Path
 import pytest
 
 from ledger.data_pipeline import (
-    COLUMNS,
     Deduplicator,
-    LocationSpec,
     ParsedRow,
-    UserRow,
-    _Invalid,
     file_sha256,
     fold_header,
     map_headers,
-    normalize_phone,
     read_rows,
-    validate_row,
 )
 from ledger.error_handling import InputFileError, ReasonCode
+from ledger.row_rules import (
+    COLUMNS,
+    InvalidRow,
+    LocationSpec,
+    UserRow,
+    normalize_phone,
+    validate_row,
+)
 from tests.support.csvfiles import write_csv
 
 BASE = {
@@ -43,7 +45,7 @@ def cells(**overrides: str) -> dict[str, str | None]:
 
 
 def rejection_of(**overrides: str) -> tuple[ReasonCode, str | None]:
-    with pytest.raises(_Invalid) as caught:
+    with pytest.raises(InvalidRow) as caught:
         validate_row(cells(**overrides))
     rejection = caught.value.rejection
     return rejection.reason, rejection.field

@@ -16,9 +16,9 @@ import pytest
 from typer.testing import Result
 
 from ledger.config import load_settings
-from ledger.data_pipeline import LocationSpec, UserRow
 from ledger.database import open_ledger
 from ledger.ingest import ingest_file
+from ledger.row_rules import LocationSpec, UserRow
 from ledger.writers import REJECTED_COLUMNS, neutralise
 from tests.support.cli import LedgerEnv, assert_exit, assert_no_traceback, invoke
 from tests.support.csvfiles import read_csv, write_csv

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.data_pipeline import COLUMNS
 from ledger.executor import WorkReport
+from ledger.row_rules import COLUMNS
 from ledger.simulator import FaultConfig, running_server
 from ledger.state_store import retry_rows
 from tests.support.cli import LedgerEnv, assert_exit, invoke

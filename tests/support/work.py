@@ -28,11 +28,11 @@ from sqlalchemy import select, update
 
 from ledger.config import Settings
 from ledger.connection_client import WebexClient
-from ledger.data_pipeline import COLUMNS
 from ledger.database import Ledger, open_ledger
 from ledger.executor import Worker, WorkReport
 from ledger.ingest import ingest_file
 from ledger.models import Row, StepRecord
+from ledger.row_rules import COLUMNS
 from ledger.simulator import FaultConfig, LoggedRequest, Simulator
 from ledger.state_store import RunInfo
 from tests.support.clock import FakeTime
