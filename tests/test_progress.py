@@ -10,16 +10,9 @@ import threading
 import pytest
 from rich.console import Console
 
+from ledger.console import BarProgress, PlainProgress, make_progress
 from ledger.error_handling import UsageError
-from ledger.progress import (
-    BarProgress,
-    PlainProgress,
-    QuietProgress,
-    RunTally,
-    format_duration,
-    format_rate,
-    make_progress,
-)
+from ledger.progress import QuietProgress, RunTally, format_duration, format_rate
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
