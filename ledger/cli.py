@@ -190,10 +190,10 @@ def sql(
     db: DbOption = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
-    """Run a read-only query over the ledger (see the README for its views)."""
+    """Run one read-only query over the ledger (see the README for its views)."""
     settings = settings_for(db)
     with opened_ledger(settings, read_only=True) as ledger:
-        result = run_query(ledger, query)
+        result = run_query(ledger, query, timeout_s=settings.LEDGER_SQL_TIMEOUT_S)
     if as_csv:
         console.print_csv(result.columns, result.rows)
     else:
