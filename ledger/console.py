@@ -4,6 +4,11 @@ the live progress of `work`.
 The rest of the package computes values and never imports rich; the CLI hands them here.
 Standard output gets the command's results, standard error one line per problem.
 
+Values come from data: the ledger's cells, file and folder names, Webex's answers. So nothing
+here is read as Rich markup or emoji codes (a location named `Lab [/x]` is text, not a closing
+tag), and `printable` shows control characters as escapes (`\x1b`) instead of sending them
+to the operator's terminal. Everything printed goes out as a `Text` built by `shown`.
+
 `make_progress("auto", console)` picks a live bar when the console is a terminal and plain
 lines when it is a pipe or a log file, so CI logs and `nohup` files stay readable. Both show
 the numbers of `ledger.progress.RunTally`.
@@ -12,13 +17,14 @@ the numbers of `ledger.progress.RunTally`.
 from __future__ import annotations
 
 import csv
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from ledger.demo import DemoReport
@@ -34,26 +40,43 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+# C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a
+# terminal shows. Tab stays (rich expands it); a newline stays only inside a table cell.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: str, *, newlines: bool = False) -> str:
+    """`value` with every control character written as its escape (ESC as `\\x1b`)."""
+    pattern = _CONTROL if newlines else _CONTROL_OR_NEWLINE
+    return pattern.sub(lambda found: found.group().encode("unicode_escape").decode(), value)
+
+
+def shown(value: object, *, newlines: bool = False) -> Text:
+    """`value` as plain text for rich: no markup, no emoji codes, no control characters."""
+    return Text(printable("" if value is None else str(value), newlines=newlines))
+
+
 def print_out(line: str) -> None:
     """One line of a command's result on standard output."""
-    out.print(line)
+    out.print(shown(line))
 
 
 def print_err(line: str) -> None:
-    """One line on standard error, as it is."""
-    err.print(line)
+    """One line on standard error."""
+    err.print(shown(line))
 
 
 def print_failure(message: str) -> None:
     """The one line a command that fails leaves on standard error."""
-    err.print(f"ledger: {message}", markup=False)
+    err.print(shown(f"ledger: {message}"))
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """Query results as a table; NULL is an empty cell."""
-    table = Table(*columns)
+    table = Table(*(Column(header=shown(name, newlines=True)) for name in columns))
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        table.add_row(*(shown(cell, newlines=True) for cell in row))
     out.print(table)
 
 
@@ -138,13 +161,13 @@ def status_renderables(status: RunStatus) -> list[RenderableType]:
             f"stale     {status.expired_leases} claimed row(s) whose lease expired "
             "(their worker stopped; the next `ledger work` takes them over)"
         )
-    shown: list[RenderableType] = [Text(line) for line in lines]
+    parts: list[RenderableType] = [shown(line) for line in lines]
     if status.steps:
         present = [s for s in STEP_STATUSES if any(s in c for c in status.steps.values())]
         table = Table("step", *present, box=None, pad_edge=False, header_style="bold")
         for step, counts in status.steps.items():
             table.add_row(step, *(str(counts.get(s, 0)) for s in present))
-        shown.append(table)
+        parts.append(table)
     if status.pending_reasons:
         reasons = Table(
             "pending reason", "rows", "example", box=None, pad_edge=False, header_style="bold"
@@ -153,9 +176,9 @@ def status_renderables(status: RunStatus) -> list[RenderableType]:
             example = f"row {reason.example_row_id}"
             if reason.example_message:
                 example += f": {reason.example_message}"
-            reasons.add_row(reason.reason_code, str(reason.count), example)
-        shown.append(reasons)
-    return shown
+            reasons.add_row(shown(reason.reason_code), str(reason.count), shown(example))
+        parts.append(reasons)
+    return parts
 
 
 # --- the progress of ledger work -------------------------------------------------------------
@@ -169,7 +192,7 @@ class PlainProgress:
         self.tally = RunTally(clock)
 
     def _print(self, line: str) -> None:
-        self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+        self._console.print(shown(line), highlight=False, soft_wrap=True)
 
     def start(self, *, run_id: int, total: int, success: int, pending: int, rejected: int) -> None:
         self.tally.start(
