@@ -28,7 +28,7 @@ from ledger.demo import run_demo
 from ledger.error_handling import UsageError
 from ledger.executor import work_run
 from ledger.ingest import ingest_file
-from ledger.logs import configure_logging, shutdown_logging
+from ledger.logs import configure_logging, redact, shutdown_logging
 from ledger.sql_query import run_query
 from ledger.state_store import find_run, retry_rows, run_is_finished
 from ledger.status import read_run_status
@@ -96,10 +96,11 @@ def opened_ledger(settings: Settings, *, read_only: bool = False) -> Iterator[Le
 
 def _log_internal_error(log_file: Path, exc: BaseException) -> None:
     # Straight to the file: the terminal gets one line, and the traceback (which may show
-    # values the process held) stays out of it.
+    # values the process held) stays out of it. It is masked like every log line: an
+    # exception's message may carry the token. Masked before JSON escaping could hide it.
     try:
         with log_file.open("a", encoding="utf-8") as handle:
-            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            trace = redact("".join(traceback.format_exception(exc)))
             handle.write(json.dumps({"event": "internal_error", "traceback": trace}) + "\n")
     except OSError:
         pass
