@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger.config import load_settings
 from ledger.error_handling import UsageError
 from ledger.sql_query import read_only_statement
 from tests.conftest import LedgerEnv, assert_exit, invoke
@@ -190,6 +191,10 @@ def test_a_query_that_never_ends_is_stopped_at_the_timeout(ledger_url: str) -> N
         "ledger: the query exceeded LEDGER_SQL_TIMEOUT_S (0.3 s) and was stopped"
     ]
     assert out == ""
+
+
+def test_the_timeout_is_30_seconds_unless_set(ledger_env: LedgerEnv) -> None:
+    assert load_settings().LEDGER_SQL_TIMEOUT_S == 30
 
 
 def test_the_timeout_must_be_positive(ledger_env: LedgerEnv) -> None:
