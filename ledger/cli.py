@@ -3,36 +3,35 @@ domain error into one line on stderr and an exit code (SPEC section 1):
 
     0 done · 2 bad usage, configuration or input · 3 circuit breaker · 4 interrupted or
     MAX_BATCHES with rows still ready · 1 internal error (traceback in the log file only)
+
+What a command prints goes through `ledger.console`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import signal
-import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
+from ledger import console
 from ledger.config import Settings, load_settings
 from ledger.database import Ledger, open_ledger
 from ledger.demo import run_demo
 from ledger.error_handling import UsageError
 from ledger.executor import work_run
 from ledger.ingest import ingest_file
-from ledger.logs import configure_logging, shutdown_logging
-from ledger.progress import make_progress
+from ledger.logs import configure_logging, redact, shutdown_logging
+from ledger.sql_query import run_query
 from ledger.state_store import find_run, retry_rows, run_is_finished
+from ledger.status import read_run_status
 from ledger.writers import export_all
 
 EXIT_OK = 0
@@ -49,8 +48,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DbOption = Annotated[
     str | None,
@@ -59,18 +56,18 @@ DbOption = Annotated[
 RunOption = Annotated[
     int | None, typer.Option("--run", help="Run to act on (default: the latest).", min=1)
 ]
-T = TypeVar("T")
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"ledger: {message}", markup=False)
+    console.print_failure(message)
     return typer.Exit(code)
 
 
-def guarded(settings: Settings | None, action: Callable[[], T]) -> T:
-    """Run a command's core call, mapping errors to one line and an exit code."""
+@contextmanager
+def guard(settings: Settings | None) -> Iterator[None]:
+    """Errors raised in the block become one line on stderr and an exit code."""
     try:
-        return action()
+        yield
     except typer.Exit:
         raise
     except UsageError as exc:
@@ -85,12 +82,25 @@ def guarded(settings: Settings | None, action: Callable[[], T]) -> T:
         ) from None
 
 
+@contextmanager
+def opened_ledger(settings: Settings, *, read_only: bool = False) -> Iterator[Ledger]:
+    """The ledger of `settings`, open for the block and disposed after it; errors in opening
+    it or in the block become one line and an exit code, as with `guard`."""
+    with guard(settings):
+        ledger = open_ledger(settings.LEDGER_DATABASE_URL, read_only=read_only)
+        try:
+            yield ledger
+        finally:
+            ledger.dispose()
+
+
 def _log_internal_error(log_file: Path, exc: BaseException) -> None:
     # Straight to the file: the terminal gets one line, and the traceback (which may show
-    # values the process held) stays out of it.
+    # values the process held) stays out of it. It is masked like every log line: an
+    # exception's message may carry the token. Masked before JSON escaping could hide it.
     try:
         with log_file.open("a", encoding="utf-8") as handle:
-            trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            trace = redact("".join(traceback.format_exception(exc)))
             handle.write(json.dumps({"event": "internal_error", "traceback": trace}) + "\n")
     except OSError:
         pass
@@ -106,10 +116,6 @@ def settings_for(db: str | None) -> Settings:
         raise _fail(str(exc), EXIT_USAGE) from None
 
 
-def open_for(settings: Settings, *, read_only: bool = False) -> Ledger:
-    return guarded(settings, lambda: open_ledger(settings.LEDGER_DATABASE_URL, read_only=read_only))
-
-
 @app.command()
 def ingest(
     file: Annotated[Path, typer.Argument(help="The CSV file to ingest.")],
@@ -117,23 +123,20 @@ def ingest(
 ) -> None:
     """Read, validate and de-duplicate a CSV into the ledger as a new run."""
     settings = settings_for(db)
-    ledger = open_for(settings)
-    try:
-        report = guarded(settings, lambda: ingest_file(ledger, file, settings))
-    finally:
-        ledger.dispose()
+    with opened_ledger(settings) as ledger:
+        report = ingest_file(ledger, file, settings)
     run = report.run
     if report.reused:
-        out.print(f"{file} was already ingested as run {run.id}: nothing changed.")
+        console.print_out(f"{file} was already ingested as run {run.id}: nothing changed.")
     else:
-        out.print(f"ingested {file} as run {run.id}")
-    out.print(
+        console.print_out(f"ingested {file} as run {run.id}")
+    console.print_out(
         f"rows: {run.total_rows} · accepted: {run.accepted_rows} · rejected: {run.rejected_rows}"
     )
     for reason, count in report.rejected_by_reason.items():
-        out.print(f"  rejected {reason}: {count}")
+        console.print_out(f"  rejected {reason}: {count}")
     if not report.reused:
-        out.print(f"rejected rows: {report.rejected_file}")
+        console.print_out(f"rejected rows: {report.rejected_file}")
 
 
 @app.command()
@@ -147,13 +150,10 @@ def export(
 ) -> None:
     """Write results, pending, rejected, retry rows and checkpoint.json from the ledger."""
     settings = settings_for(db)
-    ledger = open_for(settings, read_only=True)
     folder = out_dir or settings.LEDGER_OUTPUT_DIR
-    try:
-        report = guarded(settings, lambda: export_all(ledger, find_run(ledger, run), folder))
-    finally:
-        ledger.dispose()
-    out.print(
+    with opened_ledger(settings, read_only=True) as ledger:
+        report = export_all(ledger, find_run(ledger, run), folder)
+    console.print_out(
         f"results: {report.results} lines · pending: {report.pending} · "
         f"rejected: {report.rejected} · retry: {report.retry} → {report.out_dir}"
     )
@@ -178,17 +178,11 @@ def retry(
     if unknown:
         raise _fail(f"not a pending reason code: {', '.join(unknown)}", EXIT_USAGE)
     settings = settings_for(db)
-    ledger = open_for(settings)
-    try:
-        count = guarded(
-            settings,
-            lambda: retry_rows(
-                ledger, find_run(ledger, run).id, reasons=reason or (), row_ids=row or ()
-            ),
+    with opened_ledger(settings) as ledger:
+        count = retry_rows(
+            ledger, find_run(ledger, run).id, reasons=reason or (), row_ids=row or ()
         )
-    finally:
-        ledger.dispose()
-    out.print(f"{count} pending row(s) are ready again: run `ledger work`.")
+    console.print_out(f"{count} pending row(s) are ready again: run `ledger work`.")
 
 
 @app.command()
@@ -197,34 +191,14 @@ def sql(
     db: DbOption = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
-    """Run a read-only query over the ledger (see the README for its views)."""
+    """Run one read-only query over the ledger (see the README for its views)."""
     settings = settings_for(db)
-    ledger = open_for(settings, read_only=True)
-
-    def run_query() -> tuple[list[str], list[tuple[object, ...]]]:
-        try:
-            with ledger.read() as session:
-                result = session.connection().execute(text(query))
-                if not result.returns_rows:
-                    raise UsageError("the query returned no rows to show")
-                return list(result.keys()), [tuple(row) for row in result]
-        except SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise UsageError(f"query failed: {detail}") from None
-
-    try:
-        columns, rows = guarded(settings, run_query)
-    finally:
-        ledger.dispose()
+    with opened_ledger(settings, read_only=True) as ledger:
+        result = run_query(ledger, query, timeout_s=settings.LEDGER_SQL_TIMEOUT_S)
     if as_csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    out.print(table)
+        console.print_csv(result.columns, result.rows)
+    else:
+        console.print_table(result.columns, result.rows)
 
 
 @app.command()
@@ -239,30 +213,29 @@ def work(
     settings = settings_for(db)
     if settings.WEBEX_ACCESS_TOKEN is None or not settings.WEBEX_ACCESS_TOKEN.get_secret_value():
         raise _fail("WEBEX_ACCESS_TOKEN is not set (the token `work` calls Webex with)", EXIT_USAGE)
-    ledger = open_for(settings)
-    try:
-        code = guarded(settings, lambda: _work(settings, ledger, run, quiet))
-    finally:
-        ledger.dispose()
+    with opened_ledger(settings) as ledger:
+        code = _work(settings, ledger, run, quiet)
     raise typer.Exit(code)
 
 
 def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -> int:
     run = find_run(ledger, run_id)
-    progress = make_progress("quiet" if quiet else "auto", out)
+    progress = console.work_progress(quiet)
     configure_logging(
         settings.LEDGER_LOG_FILE,
         run_id=run.id,
-        console_level=logging.CRITICAL if progress_is_live(quiet) else logging.ERROR,
+        console_level=logging.CRITICAL if console.is_live(quiet) else logging.ERROR,
     )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         if stop.is_set():
-            err.print("ledger: stopping now; the ledger is consistent, `ledger work` resumes")
+            console.print_err(
+                "ledger: stopping now; the ledger is consistent, `ledger work` resumes"
+            )
             raise SystemExit(EXIT_INTERRUPTED)
         stop.set()
-        err.print(f"ledger: {signal.Signals(signum).name}: finishing the rows in flight…")
+        console.print_err(f"ledger: {signal.Signals(signum).name}: finishing the rows in flight…")
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -271,12 +244,12 @@ def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         shutdown_logging()
-    out.print(
+    console.print_out(
         f"run {run.id}: {report.batches} batch(es) · {report.success} success · "
         f"{report.pending} pending this session · artifacts in {settings.LEDGER_OUTPUT_DIR}"
     )
     if report.ended == "breaker":
-        err.print(
+        console.print_err(
             "ledger: circuit breaker: most rows failed with 401/403. Check WEBEX_ACCESS_TOKEN "
             "(expired?), its scopes and admin role, the org, and WEBEX_BASE_URL. Unworked rows "
             "stay ready."
@@ -284,7 +257,9 @@ def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -
         return EXIT_BREAKER
     if report.ended == "finished" and run_is_finished(ledger, run.id):
         return EXIT_OK
-    err.print(f"ledger: stopped ({report.ended}) with rows still to do: `ledger work` resumes")
+    console.print_err(
+        f"ledger: stopped ({report.ended}) with rows still to do: `ledger work` resumes"
+    )
     return EXIT_INTERRUPTED
 
 
@@ -307,46 +282,22 @@ def demo(
     configure_logging(folder / "ledger.log", console_level=logging.CRITICAL)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    out.print(f"ledger demo: {rows} rows against the simulator ({profile} faults) in {folder}")
+    console.print_out(
+        f"ledger demo: {rows} rows against the simulator ({profile} faults) in {folder}"
+    )
     try:
-        report = guarded(
-            None,
-            lambda: run_demo(
+        with guard(None):
+            report = run_demo(
                 folder / "run",
                 rows=rows,
                 profile=profile,
-                progress=make_progress("quiet" if quiet else "auto", out),
+                progress=console.work_progress(quiet),
                 stop=stop,
-            ),
-        )
+            )
     finally:
         signal.signal(signal.SIGINT, previous)
         shutdown_logging()
-    counts = report.status.rows
-    out.print(
-        f"rows: {counts.total} · success: {counts.success} · pending: {counts.pending} · "
-        f"rejected: {counts.rejected} · still to do: {counts.ready + counts.claimed}"
-    )
-    for reason in report.status.pending_reasons:
-        out.print(f"  pending {reason.reason_code}: {reason.count}")
-    out.print(
-        f"requests to the simulator: {report.requests} · duplicate users on it: "
-        f"{report.duplicate_users}"
-    )
-    out.print(f"input:     {report.csv_path}")
-    out.print(
-        f"ledger:    {report.folder / 'ledger.db'}  (try: ledger sql --db "
-        f'sqlite:///{report.folder / "ledger.db"} "SELECT * FROM v_progress")'
-    )
-    out.print(f"artifacts: {report.export.out_dir}")
-    for name in (
-        "results.csv",
-        "pending_rows.csv",
-        "rejected_rows.csv",
-        "checkpoint.json",
-        "retry_rows.csv",
-    ):
-        out.print(f"  {report.export.out_dir / name}")
+    console.print_demo(report)
     if report.work.ended not in ("finished",):
         raise typer.Exit(EXIT_INTERRUPTED)
 
@@ -360,10 +311,6 @@ def _register_simulator() -> None:
 _register_simulator()
 
 
-def progress_is_live(quiet: bool) -> bool:
-    return not quiet and out.is_terminal
-
-
 @app.command()
 def status(
     db: DbOption = None,
@@ -373,31 +320,13 @@ def status(
     ] = False,
 ) -> None:
     """Counts per outcome and step, pending reasons, throughput and ETA of a run."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
-    from ledger.status import RunStatus, run_status, status_renderables
-
     settings = settings_for(db)
-    ledger = open_for(settings, read_only=True)
-
-    def read_status() -> RunStatus:
-        try:
-            info = find_run(ledger, run)
-        except (OperationalError, ProgrammingError) as exc:
-            # A file or database that holds no ledger (the URL may carry a password: not shown).
-            detail = str(exc.orig).splitlines()[0]
-            raise UsageError(f"cannot read a ledger there: {detail}") from None
-        return run_status(ledger, info)
-
-    try:
-        report = guarded(settings, read_status)
-    finally:
-        ledger.dispose()
+    with opened_ledger(settings, read_only=True) as ledger:
+        report = read_run_status(ledger, run)
     if as_json:
         typer.echo(report.model_dump_json())
-        return
-    for renderable in status_renderables(report):
-        out.print(renderable)
+    else:
+        console.print_status(report)
 
 
 def main() -> None:

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # After a create whose outcome is unknown, how long a lookup miss is re-checked before
     # creating again (Webex may take a while to show a new person in the lookup by email).
     LOOKUP_SETTLE_S: float = Field(default=20.0, ge=0, le=600)
+    # The longest a `ledger sql` query may run (and wait for a lock) before it is stopped.
+    LEDGER_SQL_TIMEOUT_S: float = Field(default=30.0, gt=0, le=86_400)
 
     @field_validator("LEDGER_LOG_FILE", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""The live progress of `ledger work`: a bar on a terminal, one plain line per batch otherwise.
+"""What `ledger work` reports about its progress, and the counts behind every display.
 
 The executor reports through `ProgressSink` and never knows which display it feeds:
 
@@ -7,10 +7,11 @@ The executor reports through `ProgressSink` and never knows which display it fee
     batch_finished(..) once per batch, after its rows
     stop()             once; the bar leaves its last state on screen
 
-`make_progress("auto", console)` picks the bar when the console is a terminal and plain lines
-when it is a pipe or a log file, so CI logs and `nohup` files stay readable. Both displays
-show the same numbers: rows finished in the run (success + pending + rejected, out of the
-total), the rate over the last minute, and the time left at that rate.
+`RunTally` keeps the numbers every display shows: rows finished in the run (success + pending +
+rejected, out of the total), the rate over the last minute, and the time left at that rate.
+The displays that print (a live bar on a terminal, one plain line per batch otherwise) are in
+`ledger.console`, with everything else that writes to the terminal; `QuietProgress` shows
+nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +22,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
-
-from ledger.error_handling import UsageError
-
-PROGRESS_MODES = ("auto", "quiet", "plain", "bar")
 # The rate is measured over this window: long enough to smooth a batch's tail, short enough
 # to follow a change of pace (a rate limit starting, a second worker joining).
 RATE_WINDOW_S = 60.0
@@ -161,109 +156,3 @@ class QuietProgress:
 
     def stop(self) -> None:
         return None
-
-
-class PlainProgress:
-    """One line when work starts and one per batch: for pipes, CI logs and `nohup` files."""
-
-    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
-        self._console = console
-        self.tally = RunTally(clock)
-
-    def _print(self, line: str) -> None:
-        self._console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-    def start(self, *, run_id: int, total: int, success: int, pending: int, rejected: int) -> None:
-        self.tally.start(
-            run_id=run_id, total=total, success=success, pending=pending, rejected=rejected
-        )
-        self._print(f"working {self.tally.counts_line()}")
-
-    def row_finished(self, status: str) -> None:
-        self.tally.row_finished(status)
-
-    def batch_finished(
-        self, *, batch_no: int, rows: int, success: int, pending: int, elapsed_s: float
-    ) -> None:
-        self._print(
-            f"batch {batch_no}: {rows} rows ({success} success, {pending} pending) "
-            f"in {elapsed_s:.1f}s · {self.tally.run_line()}"
-        )
-
-    def stop(self) -> None:
-        return None
-
-
-class BarProgress:
-    """A live rich bar: finished/total, the outcome counts, rows/s and ETA."""
-
-    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
-        self.tally = RunTally(clock)
-        self._progress = Progress(
-            TextColumn("[bold]run {task.fields[run_id]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[counts]}"),
-            TextColumn("{task.fields[rate]} · ETA {task.fields[eta]}"),
-            console=console,
-            refresh_per_second=4,
-            transient=False,
-        )
-        self._task: TaskID | None = None
-
-    def _fields(self) -> tuple[str, str, str]:
-        """The counts, rate and ETA columns' text."""
-        tally = self.tally
-        rate = tally.rate()
-        counts = (
-            f"[green]{tally.success} success[/] · [yellow]{tally.pending} pending[/] · "
-            f"[red]{tally.rejected} rejected[/]"
-        )
-        return counts, format_rate(rate), format_duration(tally.eta_s(rate))
-
-    def start(self, *, run_id: int, total: int, success: int, pending: int, rejected: int) -> None:
-        self.tally.start(
-            run_id=run_id, total=total, success=success, pending=pending, rejected=rejected
-        )
-        counts, rate, eta = self._fields()
-        self._task = self._progress.add_task(
-            "work",
-            total=self.tally.total,
-            completed=self.tally.finished,
-            run_id=run_id,
-            counts=counts,
-            rate=rate,
-            eta=eta,
-        )
-        self._progress.start()
-
-    def _refresh(self) -> None:
-        if self._task is not None:
-            counts, rate, eta = self._fields()
-            self._progress.update(
-                self._task, completed=self.tally.finished, counts=counts, rate=rate, eta=eta
-            )
-
-    def row_finished(self, status: str) -> None:
-        self.tally.row_finished(status)
-        self._refresh()
-
-    def batch_finished(
-        self, *, batch_no: int, rows: int, success: int, pending: int, elapsed_s: float
-    ) -> None:
-        self._refresh()
-
-    def stop(self) -> None:
-        self._refresh()
-        self._progress.stop()
-
-
-def make_progress(mode: str, console: Console) -> ProgressSink:
-    """The display for `mode` (`auto`, `quiet`, `plain` or `bar`) writing to `console`."""
-    if mode == "quiet":
-        return QuietProgress()
-    if mode == "plain" or (mode == "auto" and not console.is_terminal):
-        return PlainProgress(console)
-    if mode in ("bar", "auto"):
-        return BarProgress(console)
-    raise UsageError(f"unknown progress mode {mode!r}: use one of {', '.join(PROGRESS_MODES)}")

@@ -3,7 +3,7 @@
 Everything comes from GROUP BY queries over indexed columns, never a loop over rows: the
 status of a 21,000-row run with 100,000 step records takes about 0.1 s, and can be polled while
 workers write (a read transaction never blocks them). The same `RunStatus` is printed for people
-(`status_renderables`) and as one JSON object for machines (`RunStatus.model_dump_json`).
+(`ledger.console.print_status`) and as one JSON object for machines (`RunStatus.model_dump_json`).
 """
 
 from __future__ import annotations
@@ -11,18 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
-from rich.console import RenderableType
-from rich.table import Table
-from rich.text import Text
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from ledger.database import Ledger
+from ledger.error_handling import UsageError
 from ledger.models import Row, StepRecord, WorkerStats
-from ledger.progress import format_duration, format_rate
 from ledger.records import StepName, StepStatus
 from ledger.reports import checkpoint_position_in, snapshot
-from ledger.state_store import RunInfo, as_utc, iso, utcnow
+from ledger.state_store import RunInfo, as_utc, find_run, utcnow
 
 THROUGHPUT_WINDOW_S = 60
 
@@ -108,6 +106,17 @@ class RunStatus(_Frozen):
     # takes them over.
     expired_leases: int
     checkpoint: Checkpoint
+
+
+def read_run_status(ledger: Ledger, run_id: int | None) -> RunStatus:
+    """The status of run `run_id` (default: the latest), for `ledger status`."""
+    try:
+        run = find_run(ledger, run_id)
+    except (OperationalError, ProgrammingError) as exc:
+        # A file or database that holds no ledger (the URL may carry a password: not shown).
+        detail = str(exc.orig).splitlines()[0]
+        raise UsageError(f"cannot read a ledger there: {detail}") from None
+    return run_status(ledger, run)
 
 
 def run_status(ledger: Ledger, run: RunInfo, *, now: datetime | None = None) -> RunStatus:
@@ -258,58 +267,3 @@ def _leases(session: Session, run_id: int, now: datetime) -> tuple[tuple[WorkerL
         )
     )
     return workers, int(expired or 0)
-
-
-# --- for people ------------------------------------------------------------------------------
-
-
-def status_renderables(status: RunStatus) -> list[RenderableType]:
-    """A compact summary for a terminal: a few lines, the steps table, the pending reasons."""
-    rows = status.rows
-    done = rows.finished
-    share = f" ({100 * done / rows.total:.1f}%)" if rows.total else ""
-    rate = status.throughput.rows_per_s
-    requests = status.requests
-    lines = [
-        f"run {status.run_id} · {status.file_name} · started {iso(status.started_at)} · "
-        f"sha256 {status.input_hash[:12]}…",
-        f"rows      {done}/{rows.total} finished{share}: {rows.success} success · "
-        f"{rows.pending} pending · {rows.rejected} rejected · {rows.ready} ready · "
-        f"{rows.claimed} in flight",
-        f"pace      {status.throughput.finished_in_window} rows in the last minute"
-        + ("" if rate is None else f" ({format_rate(rate)})")
-        + f" · ETA {format_duration(status.throughput.eta_s)}",
-        f"requests  {requests.requests} · {requests.retries} retries · "
-        f"{requests.throttled} throttled (429) · {requests.wait_s:.1f}s waited",
-        f"checkpoint batch {status.checkpoint.last_completed_batch_id} "
-        f"(row {status.checkpoint.last_completed_row_id})",
-    ]
-    if status.workers:
-        lines.append(
-            "workers   " + " · ".join(f"{w.worker_id} holds {w.rows}" for w in status.workers)
-        )
-    else:
-        lines.append("workers   none holding rows")
-    if status.expired_leases:
-        lines.append(
-            f"stale     {status.expired_leases} claimed row(s) whose lease expired "
-            "(their worker stopped; the next `ledger work` takes them over)"
-        )
-    out: list[RenderableType] = [Text(line) for line in lines]
-    if status.steps:
-        present = [s for s in StepStatus if any(s in c for c in status.steps.values())]
-        table = Table("step", *present, box=None, pad_edge=False, header_style="bold")
-        for step, counts in status.steps.items():
-            table.add_row(step, *(str(counts.get(s, 0)) for s in present))
-        out.append(table)
-    if status.pending_reasons:
-        reasons = Table(
-            "pending reason", "rows", "example", box=None, pad_edge=False, header_style="bold"
-        )
-        for reason in status.pending_reasons:
-            example = f"row {reason.example_row_id}"
-            if reason.example_message:
-                example += f": {reason.example_message}"
-            reasons.add_row(reason.reason_code, str(reason.count), example)
-        out.append(reasons)
-    return out

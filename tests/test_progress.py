@@ -10,16 +10,10 @@ import threading
 import pytest
 from rich.console import Console
 
+from ledger.console import BarProgress, PlainProgress, make_progress
 from ledger.error_handling import UsageError
-from ledger.progress import (
-    BarProgress,
-    PlainProgress,
-    QuietProgress,
-    RunTally,
-    format_duration,
-    format_rate,
-    make_progress,
-)
+from ledger.progress import QuietProgress, RunTally, format_duration, format_rate
+from tests.support.clock import FakeTime
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -27,14 +21,6 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 def console(*, terminal: bool) -> tuple[Console, io.StringIO]:
     buffer = io.StringIO()
     return Console(file=buffer, force_terminal=terminal, width=160, color_system=None), buffer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.parametrize(
@@ -76,7 +62,7 @@ def test_format_rate(rate: float | None, shown: str) -> None:
 
 def test_plain_prints_one_line_per_batch() -> None:
     screen, buffer = console(terminal=False)
-    clock = FakeClock()
+    clock = FakeTime(start=1000.0)
     progress = PlainProgress(screen, clock=clock)
     progress.start(run_id=3, total=21000, success=1000, pending=10, rejected=7)
     for n in range(500):
@@ -94,7 +80,7 @@ def test_plain_prints_one_line_per_batch() -> None:
 
 
 def test_plain_rate_covers_the_last_minute_only() -> None:
-    clock = FakeClock()
+    clock = FakeTime(start=1000.0)
     tally = RunTally(clock)
     tally.start(run_id=1, total=1000, success=0, pending=0, rejected=0)
     for _ in range(600):  # 10 rows/s for a minute
