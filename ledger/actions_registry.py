@@ -29,6 +29,7 @@ from ledger.error_handling import (
     RetryExhaustedError,
     UnexpectedResponseError,
 )
+from ledger.records import SHARED_STEPS, EntityType, StepName, StepStatus
 
 JSON = dict[str, Any]
 Action = Literal["create", "update", "unchanged", "pending"]
@@ -62,7 +63,7 @@ class Plan:
 class Applied:
     """What a step did: `status` is created / updated / unchanged."""
 
-    status: str
+    status: StepStatus
     remote_id: str | None
     http_status: int | None = None
     tracking_id: str | None = None
@@ -178,15 +179,20 @@ def apply_location(ctx: LocationContext, plan: Plan) -> Applied:
         response = ctx.client.request(
             "PUT", f"/locations/{plan.remote_id}", json=plan.body, ok=(200, 204)
         )
-        return Applied("updated", plan.remote_id, response.status_code, response.tracking_id)
+        return Applied(
+            StepStatus.UPDATED, plan.remote_id, response.status_code, response.tracking_id
+        )
     if plan.action != "create" or plan.body is None:
-        return Applied("unchanged", plan.remote_id)
+        return Applied(StepStatus.UNCHANGED, plan.remote_id)
     body = plan.body
 
     def send() -> Applied:
         response = ctx.client.request("POST", "/locations", json=body, ok=(200, 201))
         return Applied(
-            "created", response.require_str("id"), response.status_code, response.tracking_id
+            StepStatus.CREATED,
+            response.require_str("id"),
+            response.status_code,
+            response.tracking_id,
         )
 
     def find() -> str | None:
@@ -215,7 +221,7 @@ def apply_calling(ctx: LocationContext, location_id: str, remote_location: JSON)
         response = ctx.client.request(
             "POST", "/telephony/config/locations", json=body, ok=(200, 201)
         )
-        return Applied("created", location_id, response.status_code, response.tracking_id)
+        return Applied(StepStatus.CREATED, location_id, response.status_code, response.tracking_id)
 
     def find() -> str | None:
         return None if lookup_calling(ctx, location_id) is None else location_id
@@ -253,7 +259,7 @@ def create_once(
             found = find()
             if found is not None:
                 return Applied(
-                    "created",
+                    StepStatus.CREATED,
                     found,
                     error.http_status,
                     error.tracking_id,
@@ -265,7 +271,7 @@ def create_once(
             found = find()
             if found is not None:
                 return Applied(
-                    "created",
+                    StepStatus.CREATED,
                     found,
                     error.http_status,
                     error.tracking_id,
@@ -277,7 +283,7 @@ def create_once(
             found = find()
             if found is not None:
                 return Applied(
-                    "created",
+                    StepStatus.CREATED,
                     found,
                     None,
                     error.tracking_id,
@@ -345,7 +351,7 @@ def decide_number(ctx: RowContext, entry: JSON | None) -> Plan:
 
 def apply_number(ctx: RowContext, plan: Plan) -> Applied:
     if plan.action != "create" or plan.body is None:
-        return Applied("unchanged", plan.remote_id)
+        return Applied(StepStatus.UNCHANGED, plan.remote_id)
     # Adding a number that is already there is ignored by Webex: safe to resend.
     response = ctx.client.request(
         "POST",
@@ -354,7 +360,9 @@ def apply_number(ctx: RowContext, plan: Plan) -> Applied:
         ok=(200, 201, 204),
         safe_to_retry=True,
     )
-    return Applied("created", ctx.row.phone_number, response.status_code, response.tracking_id)
+    return Applied(
+        StepStatus.CREATED, ctx.row.phone_number, response.status_code, response.tracking_id
+    )
 
 
 # --- user ------------------------------------------------------------------------------------
@@ -388,15 +396,20 @@ def apply_user(ctx: RowContext, plan: Plan) -> Applied:
         response = ctx.client.request(
             "PUT", f"/people/{plan.remote_id}", params=PEOPLE_PARAMS, json=plan.body
         )
-        return Applied("updated", plan.remote_id, response.status_code, response.tracking_id)
+        return Applied(
+            StepStatus.UPDATED, plan.remote_id, response.status_code, response.tracking_id
+        )
     if plan.action != "create" or plan.body is None:
-        return Applied("unchanged", plan.remote_id)
+        return Applied(StepStatus.UNCHANGED, plan.remote_id)
     body = plan.body
 
     def send() -> Applied:
         response = ctx.client.request("POST", "/people", params=PEOPLE_PARAMS, json=body)
         return Applied(
-            "created", response.require_str("id"), response.status_code, response.tracking_id
+            StepStatus.CREATED,
+            response.require_str("id"),
+            response.status_code,
+            response.tracking_id,
         )
 
     def find() -> str | None:
@@ -477,7 +490,7 @@ def apply_settings(ctx: RowContext, plan: Plan) -> Applied:
     for method, path, body in plan.writes:
         response = ctx.client.request(method, path, json=body, ok=(200, 204))
         last_status, tracking = response.status_code, response.tracking_id
-    status = "updated" if plan.writes else "unchanged"
+    status = StepStatus.UPDATED if plan.writes else StepStatus.UNCHANGED
     return Applied(status, plan.remote_id, last_status, tracking)
 
 
@@ -488,8 +501,8 @@ def apply_settings(ctx: RowContext, plan: Plan) -> Applied:
 class StepSpec:
     """A per-row step, as data. `lookup` only reads; `decide` is pure; `apply` writes."""
 
-    name: str
-    entity_type: str
+    name: StepName
+    entity_type: EntityType
     applies: Callable[[UserRow], bool]
     entity_key: Callable[[RowContext], str]
     lookup: Callable[[RowContext], Any]
@@ -517,8 +530,8 @@ def _settings_decide(ctx: RowContext, seen: tuple[str, SettingsObserved]) -> Pla
 
 ROW_STEPS: tuple[StepSpec, ...] = (
     StepSpec(
-        name="number",
-        entity_type="number",
+        name=StepName.NUMBER,
+        entity_type=EntityType.NUMBER,
         applies=number_applies,
         entity_key=lambda ctx: f"{ctx.location_id}:{ctx.row.phone_number}",
         lookup=lookup_number,
@@ -526,8 +539,8 @@ ROW_STEPS: tuple[StepSpec, ...] = (
         apply=apply_number,
     ),
     StepSpec(
-        name="user",
-        entity_type="user",
+        name=StepName.USER,
+        entity_type=EntityType.USER,
         applies=_always,
         entity_key=lambda ctx: ctx.row.email,
         lookup=lookup_user,
@@ -535,8 +548,8 @@ ROW_STEPS: tuple[StepSpec, ...] = (
         apply=apply_user,
     ),
     StepSpec(
-        name="settings",
-        entity_type="settings",
+        name=StepName.SETTINGS,
+        entity_type=EntityType.SETTINGS,
         applies=settings_applies,
         entity_key=lambda ctx: ctx.row.email,
         lookup=_settings_lookup,
@@ -544,10 +557,9 @@ ROW_STEPS: tuple[StepSpec, ...] = (
         apply=apply_settings,
     ),
 )
-SHARED_STEPS = ("location", "calling")
 
 
-def steps_for(row: UserRow) -> list[str]:
+def steps_for(row: UserRow) -> list[StepName]:
     """The steps a row needs, in order: what `success` requires."""
     return [*SHARED_STEPS, *(spec.name for spec in ROW_STEPS if spec.applies(row))]
 

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ledger.database import Ledger
-from ledger.state_store import ClaimedRow, claim_batch, renew_leases, run_is_finished
+from ledger.records import ClaimedRow
+from ledger.state_store import claim_batch, renew_leases, run_is_finished
 
 logger = logging.getLogger(__name__)
 

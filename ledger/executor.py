@@ -35,14 +35,22 @@ from ledger.error_handling import (
     is_auth_failure,
 )
 from ledger.logs import bind_log_context
-from ledger.state_store import (
+from ledger.records import (
+    SHARED_STEPS,
     SUCCESS_STEP_STATUSES,
     ClaimedRow,
     EntityState,
+    EntityType,
+    Failure,
+    RowStatus,
     RunInfo,
+    StepName,
     StepOutcome,
-    claim_entity,
+    StepStatus,
     entity_of_step,
+)
+from ledger.state_store import (
+    claim_entity,
     finish_row,
     record_step,
     record_steps,
@@ -58,7 +66,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CHANGED = ("created", "updated")
+CHANGED = (StepStatus.CREATED, StepStatus.UPDATED)
 BUSY_POLL_S = 0.5
 
 
@@ -72,7 +80,7 @@ class LocationOutcome:
 
     name: str
     location_id: str | None
-    steps: dict[str, registry.Applied] = field(default_factory=dict)
+    steps: dict[StepName, registry.Applied] = field(default_factory=dict)
     by_row: int | None = None
     failure: tuple[ReasonCode, str, int | None] | None = None
     failed_step: str = "location"  # `location` or `calling`: where provisioning stopped
@@ -293,20 +301,17 @@ class Worker:
         lease = self.settings.LEDGER_LEASE_S
         polls = int(lease / BUSY_POLL_S) + 1
         for _ in range(polls):
-            entity = claim_entity(self.ledger, self.run_info.id, "location", name, lease)
+            entity = claim_entity(self.ledger, self.run_info.id, EntityType.LOCATION, name, lease)
             if entity.status == "ready" and entity.remote_id:
                 return _ready(name, entity)
-            if entity.status == "failed":
+            if entity.failure is not None:
+                failure = entity.failure
                 return LocationOutcome(
                     name,
                     None,
-                    failure=(
-                        ReasonCode(entity.reason_code or ReasonCode.DEPENDENCY_FAILED),
-                        entity.reason_message or "the location could not be provisioned",
-                        entity.http_status,
-                    ),
-                    by_row=_int(entity.outcome.get("by_row")),
-                    failed_step=_shared_step(entity.outcome.get("failed_step")),
+                    failure=(failure.reason, failure.message, failure.http_status),
+                    by_row=entity.by_row,
+                    failed_step=failure.step,
                 )
             if entity.token is not None:
                 if self.keeper is not None:
@@ -321,14 +326,13 @@ class Worker:
         return LocationOutcome(name, None, busy=True)
 
     def _provision_location(self, name: str, entity: EntityState, row_id: int) -> LocationOutcome:
-        spec = LocationSpec.model_validate(entity.desired or {"name": name})
+        spec = entity.desired or LocationSpec(name=name)
         held = [entity]
         lease = self.settings.LEDGER_LEASE_S
 
         def mark_started(step: str) -> None:
-            held[0] = update_entity(
-                self.ledger, held[0], outcome={f"{step}_started": True}, lease_s=lease
-            )
+            started = StepOutcome(StepName(step), StepStatus.STARTED, EntityType.LOCATION, name)
+            held[0] = update_entity(self.ledger, held[0], step=started, lease_s=lease)
 
         ctx = registry.LocationContext(
             client=self.client,
@@ -337,7 +341,7 @@ class Worker:
             max_attempts=self.settings.MAX_RETRIES + 1,
             mark_started=mark_started,
         )
-        steps: dict[str, registry.Applied] = {}
+        steps: dict[StepName, registry.Applied] = {}
         current = "location"
         with bind_log_context(entity_key=name, row_id=row_id):
             try:
@@ -354,32 +358,36 @@ class Worker:
                     location_id = applied.remote_id
                     if not location_id:
                         raise InvariantError(f"location {name!r} provisioned without an id")
-                    steps["location"] = applied
+                    steps[StepName.LOCATION] = applied
                     held[0] = update_entity(
                         self.ledger,
                         held[0],
                         remote_id=location_id,
-                        outcome={"by_row": row_id, "location": _applied_json(applied)},
+                        by_row=row_id,
+                        step=_outcome_of(StepName.LOCATION, applied, name),
                         lease_s=lease,
                     )
                 else:
-                    steps["location"] = _applied_from(held[0].outcome.get("location"), location_id)
+                    steps[StepName.LOCATION] = _applied_from(
+                        held[0].steps.get(StepName.LOCATION), location_id
+                    )
                 current = "calling"
                 # A location created a moment ago is not a calling location yet, and the file
                 # gave every value enabling needs: no lookup and no GET of the location.
-                just_created = remote is None and steps["location"].status == "created"
+                just_created = remote is None and steps[StepName.LOCATION].status == "created"
                 calling = None if just_created else registry.lookup_calling(ctx, location_id)
                 if calling is None:
                     if remote is None and not just_created:
                         remote = self.client.request("GET", f"/locations/{location_id}").body
-                    steps["calling"] = registry.apply_calling(ctx, location_id, remote or {})
+                    steps[StepName.CALLING] = registry.apply_calling(ctx, location_id, remote or {})
                 else:
-                    steps["calling"] = registry.Applied("unchanged", location_id)
+                    steps[StepName.CALLING] = registry.Applied(StepStatus.UNCHANGED, location_id)
                 held[0] = update_entity(
                     self.ledger,
                     held[0],
                     calling_enabled=True,
-                    outcome={"by_row": row_id, "calling": _applied_json(steps["calling"])},
+                    by_row=row_id,
+                    step=_outcome_of(StepName.CALLING, steps[StepName.CALLING], name),
                     done=True,
                     lease_s=lease,
                 )
@@ -401,8 +409,10 @@ class Worker:
                     update_entity(
                         self.ledger,
                         held[0],
-                        outcome={"by_row": row_id, "failed_step": current},
-                        failure=(failure.reason, failure.message, failure.http_status),
+                        by_row=row_id,
+                        failure=Failure(
+                            failure.reason, failure.message, failure.http_status, StepName(current)
+                        ),
                         lease_s=lease,
                     )
                 except ClaimLostError:
@@ -450,8 +460,10 @@ class Worker:
 
     def _row_steps(self, row: ClaimedRow, location: LocationOutcome) -> RowFailure | str:
         lease = self.settings.LEDGER_LEASE_S
-        changed = [name for name, state in row.steps.items() if state.status in CHANGED]
-        current = "location"
+        changed: list[StepName] = [
+            name for name, state in row.steps.items() if state.status in CHANGED
+        ]
+        current: str = "location"
         compensate_id: str | None = None
         try:
             if location.failure is not None:
@@ -465,17 +477,17 @@ class Worker:
             if location_id is None:
                 raise InvariantError("a location without an id reached a row")
             shared: list[StepOutcome] = []
-            for step in registry.SHARED_STEPS:
+            for step in SHARED_STEPS:
                 if row.steps.get(step) and row.steps[step].status in SUCCESS_STEP_STATUSES:
                     continue
                 applied = location.steps.get(step)
                 mine = applied is not None and location.by_row == row.row_id
-                status = applied.status if mine and applied else "unchanged"
+                status = applied.status if mine and applied else StepStatus.UNCHANGED
                 shared.append(
                     StepOutcome(
                         step=step,
                         status=status,
-                        entity_type="location",
+                        entity_type=EntityType.LOCATION,
                         entity_key=location.name,
                         http_status=applied.http_status if mine and applied else None,
                         remote_id=location_id,
@@ -499,12 +511,15 @@ class Worker:
                     self.ledger,
                     row,
                     StepOutcome(
-                        step=step, status="started", entity_type=step, entity_key=row.user.email
+                        step=StepName(step),
+                        status=StepStatus.STARTED,
+                        entity_type=EntityType(step),
+                        entity_key=row.user.email,
                     ),
                     lease_s=lease,
                 )
 
-            user_done = row.steps.get("user")
+            user_done = row.steps.get(StepName.USER)
             if user_done is not None and user_done.status not in SUCCESS_STEP_STATUSES:
                 user_done = None
             ctx = registry.RowContext(
@@ -561,7 +576,10 @@ class Worker:
                 if applied.status in CHANGED:
                     changed.append(spec.name)
             finish_row(
-                self.ledger, row, status="success", required_steps=registry.steps_for(row.user)
+                self.ledger,
+                row,
+                status=RowStatus.SUCCESS,
+                required_steps=registry.steps_for(row.user),
             )
             return "success"
         except ClaimLostError:
@@ -604,8 +622,8 @@ class Worker:
                 self.ledger,
                 row,
                 StepOutcome(
-                    step=failure.step,
-                    status="failed",
+                    step=StepName(failure.step),
+                    status=StepStatus.FAILED,
                     entity_type=entity_type,
                     entity_key=entity_key,
                     http_status=failure.http_status,
@@ -618,10 +636,10 @@ class Worker:
         finish_row(
             self.ledger,
             row,
-            status="pending",
+            status=RowStatus.PENDING,
             reason_code=failure.reason,
             reason_message=failure.message,
-            reason_step=failure.step,
+            reason_step=StepName(failure.step),
             http_status=failure.http_status,
         )
 
@@ -644,9 +662,9 @@ class Worker:
             self.ledger,
             row,
             StepOutcome(
-                step="user",
-                status="failed",
-                entity_type="user",
+                step=StepName.USER,
+                status=StepStatus.FAILED,
+                entity_type=EntityType.USER,
                 entity_key=row.user.email,
                 remote_id=person_id,
                 message="created in this run, then deleted by compensation",
@@ -726,25 +744,22 @@ def _failure_of(error: Exception, step: str) -> RowFailure:
     return RowFailure(ReasonCode.ASSERTION_FAILURE, str(error), None, step)
 
 
-def _applied_json(applied: registry.Applied) -> dict[str, object]:
-    return {
-        "status": applied.status,
-        "http_status": applied.http_status,
-        "tracking_id": applied.tracking_id,
-    }
+def _outcome_of(step: StepName, applied: registry.Applied, name: str) -> StepOutcome:
+    return StepOutcome(
+        step,
+        StepStatus(applied.status),
+        EntityType.LOCATION,
+        name,
+        http_status=applied.http_status,
+        remote_id=applied.remote_id,
+        tracking_id=applied.tracking_id,
+    )
 
 
-def _applied_from(saved: object, remote_id: str) -> registry.Applied:
-    if isinstance(saved, dict) and isinstance(saved.get("status"), str):
-        http_status = saved.get("http_status")
-        tracking = saved.get("tracking_id")
-        return registry.Applied(
-            saved["status"],
-            remote_id,
-            http_status if isinstance(http_status, int) else None,
-            tracking if isinstance(tracking, str) else None,
-        )
-    return registry.Applied("unchanged", remote_id)
+def _applied_from(saved: StepOutcome | None, remote_id: str) -> registry.Applied:
+    if saved is not None:
+        return registry.Applied(saved.status, remote_id, saved.http_status, saved.tracking_id)
+    return registry.Applied(StepStatus.UNCHANGED, remote_id)
 
 
 def _ready(name: str, entity: EntityState) -> LocationOutcome:
@@ -753,16 +768,8 @@ def _ready(name: str, entity: EntityState) -> LocationOutcome:
         name,
         remote_id,
         steps={
-            "location": _applied_from(entity.outcome.get("location"), remote_id),
-            "calling": _applied_from(entity.outcome.get("calling"), remote_id),
+            StepName.LOCATION: _applied_from(entity.steps.get(StepName.LOCATION), remote_id),
+            StepName.CALLING: _applied_from(entity.steps.get(StepName.CALLING), remote_id),
         },
-        by_row=_int(entity.outcome.get("by_row")),
+        by_row=entity.by_row,
     )
-
-
-def _shared_step(value: object) -> str:
-    return value if isinstance(value, str) and value in registry.SHARED_STEPS else "location"
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) else None

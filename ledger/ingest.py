@@ -9,7 +9,8 @@ from ledger.config import PIPELINE_VERSION, Settings
 from ledger.data_pipeline import file_sha256, read_rows
 from ledger.database import Ledger
 from ledger.error_handling import ConfigError, InputFileError
-from ledger.state_store import RunInfo, find_run_by_hash, rejection_counts, store_run
+from ledger.records import RunInfo
+from ledger.state_store import begin_run, find_run_by_hash, rejection_counts
 from ledger.writers import write_rejected
 
 
@@ -46,16 +47,17 @@ def ingest_file(ledger: Ledger, path: Path, settings: Settings) -> IngestReport:
             f"LEDGER_OUTPUT_DIR {out_dir} cannot be used as a folder: {exc.strerror}"
         ) from None
     headers, rows, dedupe = read_rows(path, max_rows=settings.MAX_ROWS)
-    run = store_run(
+    with begin_run(
         ledger,
         input_hash=input_hash,
         file_name=path.name,
         pipeline_version=PIPELINE_VERSION,
         batch_size=settings.BATCH_SIZE,
         headers=headers,
-        rows=rows,
-        locations=dedupe.location_specs,
-    )
+    ) as writer:
+        for parsed in rows:
+            writer.add(parsed)
+        run = writer.finish(locations=dedupe.location_specs())
     write_rejected(ledger, run, out_dir)
     return IngestReport(
         run=run,

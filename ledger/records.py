@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
-from ledger.data_pipeline import UserRow
+from ledger.data_pipeline import LocationSpec, UserRow
 from ledger.error_handling import ReasonCode
 
 
@@ -199,7 +198,7 @@ class EntityState:
     status: EntityStatus
     remote_id: str | None
     calling_enabled: bool
-    desired: dict[str, Any]
+    desired: LocationSpec | None  # what the file asks for
     steps: dict[StepName, StepOutcome]
     by_row: int | None
     failure: Failure | None

@@ -20,9 +20,8 @@ from sqlalchemy.orm import Session
 from ledger.database import Ledger
 from ledger.models import Row, StepRecord, WorkerStats
 from ledger.progress import format_duration, format_rate
-from ledger.records import StepName, StepStatus
+from ledger.records import RunInfo, StepName, StepStatus, as_utc, iso, utcnow
 from ledger.reports import checkpoint_position_in, snapshot
-from ledger.state_store import RunInfo, as_utc, iso, utcnow
 
 THROUGHPUT_WINDOW_S = 60
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from ledger.config import PIPELINE_VERSION
 from ledger.database import Ledger
 from ledger.error_handling import InvariantError
+from ledger.records import RunInfo, iso
 from ledger.reports import (
     checkpoint_position_in,
     outcome_counts,
@@ -31,7 +32,6 @@ from ledger.reports import (
     retry_lines,
     snapshot,
 )
-from ledger.state_store import RunInfo, iso
 
 RESULTS_COLUMNS = (
     "timestamp",

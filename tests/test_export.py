@@ -26,10 +26,8 @@ from ledger.config import PIPELINE_VERSION, load_settings
 from ledger.database import Ledger, open_ledger
 from ledger.error_handling import ReasonCode
 from ledger.ingest import ingest_file
+from ledger.records import ClaimedRow, RunInfo, StepOutcome
 from ledger.state_store import (
-    ClaimedRow,
-    RunInfo,
-    StepOutcome,
     claim_batch,
     finish_row,
     record_step,

@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from ledger.action_helpers import person_create_body
+from ledger.records import StepOutcome
 from ledger.simulator import FaultConfig
-from ledger.state_store import StepOutcome, claim_batch, record_step, retry_rows
+from ledger.state_store import claim_batch, record_step, retry_rows
 from tests.worksupport import (
     Answer,
     FakeTime,

@@ -37,8 +37,8 @@ from ledger.database import Ledger, open_ledger
 from ledger.executor import Worker, WorkReport
 from ledger.ingest import ingest_file
 from ledger.models import Row, StepRecord
+from ledger.records import RunInfo
 from ledger.simulator import FaultConfig, LoggedRequest, Simulator
-from ledger.state_store import RunInfo
 
 TOKEN = "test-token-0123456789"
 BASE_URL = "https://webex.test/v1"
