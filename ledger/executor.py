@@ -95,7 +95,8 @@ class Worker:
     def run(self) -> WorkReport:
         settings = self.settings
         bounds = BatchBounds(
-            batch_size=settings.BATCH_SIZE,
+            # Fixed at ingest with each row's batch_id: claiming by it keeps batches whole.
+            batch_size=self.run_info.batch_size,
             max_batches=settings.MAX_BATCHES,
             lease_s=settings.LEDGER_LEASE_S,
             total_rows=self.run_info.accepted_rows,
