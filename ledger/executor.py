@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError, is_auth_failure
 from ledger.locations import LocationProvisioner
 from ledger.records import ClaimedRow, Failure, RowStatus, RunInfo, WorkEnd
+from ledger.reports import outcome_counts, snapshot
 from ledger.row_runner import RowRunner, lookup_license
 from ledger.state_store import release_rows, reset_failed_entities, save_worker_stats
 from ledger.writers import export_all
@@ -253,20 +255,26 @@ def work_run(
     *,
     progress: ProgressSink,
     stop: threading.Event | None = None,
+    client: WebexClient | None = None,
 ) -> WorkReport:
-    """What `ledger work` does once its settings, ledger and run are known (the demo too)."""
-    from ledger.status import run_status
+    """What `ledger work` does once its settings, ledger and run are known (the demo too).
 
-    counts = run_status(ledger, run).rows
+    `client` defaults to one built from the settings, closed at the end; a client given stays
+    open, its caller's to close.
+    """
+    with snapshot(ledger) as session:
+        counts = outcome_counts(session, run.id)
     progress.start(
         run_id=run.id,
         total=run.total_rows,
-        success=counts.success,
-        pending=counts.pending,
-        rejected=counts.rejected,
+        success=counts[RowStatus.SUCCESS],
+        pending=counts[RowStatus.PENDING],
+        rejected=counts[RowStatus.REJECTED],
     )
     try:
-        with WebexClient(settings) as client:
+        with ExitStack() as owned:
+            if client is None:
+                client = owned.enter_context(WebexClient(settings))
             return Worker(
                 settings,
                 ledger,
