@@ -265,7 +265,7 @@ class RowRunner:
             registry.delete_person(self.client, person_id)
         except WebexError as error:
             logger.error(
-                "compensation failed", extra={"event": "compensation_failed", "step": "user"}
+                "compensation failed", extra={"event": "compensation_failed", "step": StepName.USER}
             )
             return replace(
                 failure,
