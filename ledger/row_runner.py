@@ -109,7 +109,7 @@ class RowRunner:
         try:
             if location.failure is not None:
                 current = location.failure.step
-                raise _location_pending(location, row.row_id)
+                raise _location_pending(location, location.failure, row.row_id)
             location_id = self._record_shared_steps(row, location, changed)
             license_id = calling_license.license_id
             if license_id is None:
@@ -290,13 +290,13 @@ class RowRunner:
         )
 
 
-def _location_pending(location: LocationOutcome, row_id: int) -> registry.StepPending:
+def _location_pending(
+    location: LocationOutcome, failure: Failure, row_id: int
+) -> registry.StepPending:
     """Why a row of a location that failed is pending: the location's own reason for the row
     that tried it (or when the file does not define it), `dependency_failed` for the others."""
-    if location.failure is None:
-        raise InvariantError(f"location {location.name!r} did not fail")
-    reason, message = location.failure.reason, location.failure.message
+    reason, message = failure.reason, failure.message
     if reason != ReasonCode.LOCATION_UNDEFINED and location.by_row != row_id:
         message = f"location {location.name!r}: {reason}: {message}"
         reason = ReasonCode.DEPENDENCY_FAILED
-    return registry.StepPending(reason, message, location.failure.http_status)
+    return registry.StepPending(reason, message, failure.http_status)
