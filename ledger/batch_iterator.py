@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ledger.database import Ledger
-from ledger.state_store import ClaimedRow, claim_batch, renew_leases, run_is_finished
+from ledger.records import ClaimedRow, WorkEnd
+from ledger.state_store import claim_batch, renew_leases, run_is_finished
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class BatchBounds:
 class BatchState:
     """Why iteration ended: `finished`, `max_batches`, `stopped`, or `held_elsewhere`."""
 
-    ended: str = "finished"
+    ended: WorkEnd = WorkEnd.FINISHED
     batches: int = 0
 
 
@@ -55,24 +56,24 @@ def iterate_batches(
     idle_polls_left = int(bounds.lease_s / 1.0) + 5
     while state.batches < ceiling:
         if should_stop():
-            state.ended = "stopped"
+            state.ended = WorkEnd.STOPPED
             return
         rows = claim_batch(ledger, run_id, worker_id, bounds.batch_size, bounds.lease_s)
         if not rows:
             if run_is_finished(ledger, run_id):
-                state.ended = "finished"
+                state.ended = WorkEnd.FINISHED
                 return
             if idle_polls_left <= 0:
-                state.ended = "held_elsewhere"
+                state.ended = WorkEnd.HELD_ELSEWHERE
                 return
             idle_polls_left -= 1
             if wait(1.0):
-                state.ended = "stopped"
+                state.ended = WorkEnd.STOPPED
                 return
             continue
         state.batches += 1
         yield rows
-    state.ended = "finished" if run_is_finished(ledger, run_id) else "max_batches"
+    state.ended = WorkEnd.FINISHED if run_is_finished(ledger, run_id) else WorkEnd.MAX_BATCHES
 
 
 class LeaseKeeper:

@@ -30,8 +30,7 @@ from rich.text import Text
 from ledger.demo import DemoReport
 from ledger.error_handling import UsageError
 from ledger.progress import ProgressSink, QuietProgress, RunTally, format_duration, format_rate
-from ledger.records import StepStatus
-from ledger.state_store import iso
+from ledger.records import StepStatus, iso
 from ledger.status import RunStatus
 
 PROGRESS_MODES = ("auto", "quiet", "plain", "bar")

@@ -1,11 +1,12 @@
 """`ledger work`: batch → row → steps, recording every outcome as it happens.
 
-A batch is claimed in one short transaction. Its locations are provisioned first (each once per
-run, whoever gets there first: a shared entity claimed in the ledger), then its rows run
-`LEDGER_CONCURRENCY` at a time in threads. Each step's outcome is committed before the next
-step starts, and no transaction is open while a request is in flight. Failures of the outside
-world become pending rows and log lines; nothing raised by a row stops the run. The circuit
-breaker and SIGINT/SIGTERM stop the run between rows: rows not started go back to `ready`.
+A batch is claimed in one short transaction. Its locations are provisioned first (`locations`:
+each once per run, whoever gets there first), then its rows run `LEDGER_CONCURRENCY` at a time
+in threads (`row_runner`). Each step's outcome is committed before the next step starts, and no
+transaction is open while a request is in flight. Failures of the outside world become pending
+rows and log lines; nothing raised by a row stops the run. The circuit breaker and
+SIGINT/SIGTERM stop the run between rows: rows not started go back to `ready`. After every
+batch the worker's request counters and the artifacts are refreshed.
 """
 
 from __future__ import annotations
@@ -17,40 +18,21 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ledger import actions_registry as registry
 from ledger.batch_iterator import BatchBounds, BatchState, LeaseKeeper, iterate_batches
 from ledger.config import Settings
 from ledger.connection_client import WebexClient
 from ledger.database import Ledger
-from ledger.error_handling import (
-    ClaimLostError,
-    InvariantError,
-    ReasonCode,
-    WebexError,
-    is_auth_failure,
-)
-from ledger.logs import bind_log_context
-from ledger.row_rules import LocationSpec
-from ledger.state_store import (
-    SUCCESS_STEP_STATUSES,
-    ClaimedRow,
-    EntityState,
-    RunInfo,
-    StepOutcome,
-    claim_entity,
-    entity_of_step,
-    finish_row,
-    record_step,
-    record_steps,
-    release_rows,
-    reset_failed_entities,
-    save_worker_stats,
-    update_entity,
-)
+from ledger.error_handling import ClaimLostError, InvariantError, is_auth_failure
+from ledger.locations import LocationProvisioner
+from ledger.records import ClaimedRow, Failure, RowStatus, RunInfo, WorkEnd
+from ledger.reports import outcome_counts, snapshot
+from ledger.row_runner import RowRunner, lookup_license
+from ledger.state_store import release_rows, reset_failed_entities, save_worker_stats
 from ledger.writers import export_all
 
 if TYPE_CHECKING:
@@ -58,40 +40,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CHANGED = ("created", "updated")
-BUSY_POLL_S = 0.5
-
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@dataclass(frozen=True)
-class LocationOutcome:
-    """A location as a batch's rows see it: its id, or why it could not be provisioned."""
-
-    name: str
-    location_id: str | None
-    steps: dict[str, registry.Applied] = field(default_factory=dict)
-    by_row: int | None = None
-    failure: tuple[ReasonCode, str, int | None] | None = None
-    failed_step: str = "location"  # `location` or `calling`: where provisioning stopped
-    busy: bool = False
-
-
-@dataclass
-class RowFailure:
-    reason: ReasonCode
-    message: str
-    http_status: int | None
-    step: str
-
-
 @dataclass
 class WorkReport:
-    """How `work` ended: `finished`, `breaker`, `stopped`, `max_batches` or `held_elsewhere`."""
+    """How `work` ended, and what this session did."""
 
-    ended: str
+    ended: WorkEnd
     batches: int = 0
     success: int = 0
     pending: int = 0
@@ -134,29 +92,26 @@ class Worker:
         self.stop = stop or threading.Event()
         self.sleep = sleep
         self.breaker = threading.Event()
-        self.keeper: LeaseKeeper | None = None
-        self.license_id: str | None = None
-        self.license_problem = ""
-        # Why the license could not be looked up (a 401 must reach the circuit breaker as one).
-        self.license_error: WebexError | None = None
-
-    # --- the run --------------------------------------------------------------------------
+        self.rows = RowRunner(settings, ledger, client)
 
     def run(self) -> WorkReport:
         settings = self.settings
         bounds = BatchBounds(
-            batch_size=settings.BATCH_SIZE,
+            # Fixed at ingest with each row's batch_id: claiming by it keeps batches whole.
+            batch_size=self.run_info.batch_size,
             max_batches=settings.MAX_BATCHES,
             lease_s=settings.LEDGER_LEASE_S,
             total_rows=self.run_info.accepted_rows,
         )
         state = BatchState()
-        report = WorkReport(ended="finished")
+        report = WorkReport(ended=WorkEnd.FINISHED)
         # A location that failed in an earlier session (a 401 before the token was fixed, an
         # outage) gets one more chance; rows already pending because of it wait for `retry`.
         reset_failed_entities(self.ledger, self.run_info.id)
         with LeaseKeeper(self.ledger, settings.LEDGER_LEASE_S) as keeper:
-            self.keeper = keeper
+            locations = LocationProvisioner(
+                settings, self.ledger, self.client, self.run_info.id, stop=self.stop, keeper=keeper
+            )
             for rows in iterate_batches(
                 self.ledger,
                 self.run_info.id,
@@ -168,48 +123,51 @@ class Worker:
             ):
                 keeper.hold(rows[0].claim_token)
                 try:
-                    self._work_batch(state.batches, rows, report)
+                    self._work_batch(state.batches, rows, locations, report)
                 finally:
                     keeper.drop(rows[0].claim_token)
                 if self.breaker.is_set():
                     break
         report.batches = state.batches
         if self.breaker.is_set():
-            report.ended = "breaker"
+            report.ended = WorkEnd.BREAKER
         elif self.stop.is_set():
-            report.ended = "stopped"
+            report.ended = WorkEnd.STOPPED
         else:
             report.ended = state.ended
         self._refresh_artifacts()
         return report
 
-    def _work_batch(self, batch_no: int, rows: list[ClaimedRow], report: WorkReport) -> None:
+    def _work_batch(
+        self,
+        batch_no: int,
+        rows: list[ClaimedRow],
+        provisioner: LocationProvisioner,
+        report: WorkReport,
+    ) -> None:
         started = time.monotonic()
         batch_id = rows[0].batch_id
         logger.info(
             "batch start",
             extra={"event": "batch_start", "batch_id": batch_id, "rows": len(rows)},
         )
-        self._refresh_license()
-        locations = self._ensure_locations(rows)
+        calling_license = lookup_license(self.client, self.settings.WEBEX_CALLING_LICENSE)
+        locations = provisioner.ensure(rows)
         tally = _BatchTally()
         unstarted: list[ClaimedRow] = []
         unstarted_lock = threading.Lock()
 
         def work_one(row: ClaimedRow) -> None:
-            if self.stop.is_set() or self.breaker.is_set():
-                with unstarted_lock:
-                    unstarted.append(row)
-                return
             location = locations[row.user.location_name]
-            if location.busy:
+            if self.stop.is_set() or self.breaker.is_set() or location.busy:
                 with unstarted_lock:
                     unstarted.append(row)
                 return
-            outcome = self._work_row(row, location)
-            if outcome is None:
+            try:
+                failure = self.rows.work(row, location, calling_license)
+            except ClaimLostError:  # another worker owns the row now: not ours to count
                 return
-            self._count(tally, outcome)
+            self._count(tally, failure)
 
         with ThreadPoolExecutor(
             max_workers=self.settings.LEDGER_CONCURRENCY, thread_name_prefix="row"
@@ -241,18 +199,19 @@ class Worker:
             elapsed_s=elapsed,
         )
 
-    def _count(self, tally: _BatchTally, outcome: RowFailure | str) -> None:
+    def _count(self, tally: _BatchTally, failure: Failure | None) -> None:
+        """Count a finished row, and trip the breaker when most rows fail authentication."""
         threshold = self.settings.CIRCUIT_BREAKER_THRESHOLD
         with tally.lock:
             tally.processed += 1
-            if isinstance(outcome, RowFailure):
+            if failure is not None:
                 tally.pending += 1
-                if is_auth_failure(outcome.reason) or outcome.http_status in (401, 403):
+                if is_auth_failure(failure.reason) or failure.http_status in (401, 403):
                     tally.auth_failures += 1
             else:
                 tally.success += 1
             tripped = tally.processed >= 10 and tally.auth_failures / tally.processed >= threshold
-        self.progress.row_finished("pending" if isinstance(outcome, RowFailure) else "success")
+        self.progress.row_finished(RowStatus.PENDING if failure is not None else RowStatus.SUCCESS)
         if tripped and not self.breaker.is_set():
             self.breaker.set()
             logger.critical(
@@ -265,401 +224,6 @@ class Worker:
                     "admin scopes, belongs to another org, or WEBEX_BASE_URL points elsewhere",
                 },
             )
-
-    # --- shared prerequisites -------------------------------------------------------------
-
-    def _refresh_license(self) -> None:
-        self.license_error = None
-        try:
-            self.license_id, self.license_problem = registry.find_license(
-                self.client, self.settings.WEBEX_CALLING_LICENSE
-            )
-        except WebexError as error:
-            self.license_id, self.license_problem = None, f"license lookup failed: {error}"
-            self.license_error = error
-
-    def _ensure_locations(self, rows: list[ClaimedRow]) -> dict[str, LocationOutcome]:
-        first_rows: dict[str, int] = {}
-        for row in rows:
-            first_rows.setdefault(row.user.location_name, row.row_id)
-        # Locations are independent of each other: provision them side by side (at Webex's
-        # latency, twenty new locations one after another took most of a first batch).
-        width = max(1, min(self.settings.LEDGER_CONCURRENCY, len(first_rows)))
-        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="location") as pool:
-            outcomes = pool.map(lambda item: self._ensure_location(*item), first_rows.items())
-            return dict(zip(first_rows, outcomes, strict=True))
-
-    def _ensure_location(self, name: str, row_id: int) -> LocationOutcome:
-        lease = self.settings.LEDGER_LEASE_S
-        polls = int(lease / BUSY_POLL_S) + 1
-        for _ in range(polls):
-            entity = claim_entity(self.ledger, self.run_info.id, "location", name, lease)
-            if entity.status == "ready" and entity.remote_id:
-                return _ready(name, entity)
-            if entity.status == "failed":
-                return LocationOutcome(
-                    name,
-                    None,
-                    failure=(
-                        ReasonCode(entity.reason_code or ReasonCode.DEPENDENCY_FAILED),
-                        entity.reason_message or "the location could not be provisioned",
-                        entity.http_status,
-                    ),
-                    by_row=_int(entity.outcome.get("by_row")),
-                    failed_step=_shared_step(entity.outcome.get("failed_step")),
-                )
-            if entity.token is not None:
-                if self.keeper is not None:
-                    self.keeper.hold(entity.token)
-                try:
-                    return self._provision_location(name, entity, row_id)
-                finally:
-                    if self.keeper is not None:
-                        self.keeper.drop(entity.token)
-            if self.stop.wait(BUSY_POLL_S):
-                break
-        return LocationOutcome(name, None, busy=True)
-
-    def _provision_location(self, name: str, entity: EntityState, row_id: int) -> LocationOutcome:
-        spec = LocationSpec.model_validate(entity.desired or {"name": name})
-        held = [entity]
-        lease = self.settings.LEDGER_LEASE_S
-
-        def mark_started(step: str) -> None:
-            held[0] = update_entity(
-                self.ledger, held[0], outcome={f"{step}_started": True}, lease_s=lease
-            )
-
-        ctx = registry.LocationContext(
-            client=self.client,
-            spec=spec,
-            settle_s=self.settings.LOOKUP_SETTLE_S,
-            max_attempts=self.settings.MAX_RETRIES + 1,
-            mark_started=mark_started,
-        )
-        steps: dict[str, registry.Applied] = {}
-        current = "location"
-        with bind_log_context(entity_key=name, row_id=row_id):
-            try:
-                location_id = held[0].remote_id
-                remote: dict[str, object] | None = None
-                if location_id is None:
-                    remote = registry.lookup_location(ctx)
-                    plan = registry.decide_location(ctx, remote)
-                    if plan.action == "pending":
-                        raise registry.StepPending(
-                            plan.reason or ReasonCode.LOCATION_UNDEFINED, plan.message or ""
-                        )
-                    applied = registry.apply_location(ctx, plan)
-                    location_id = applied.remote_id
-                    if not location_id:
-                        raise InvariantError(f"location {name!r} provisioned without an id")
-                    steps["location"] = applied
-                    held[0] = update_entity(
-                        self.ledger,
-                        held[0],
-                        remote_id=location_id,
-                        outcome={"by_row": row_id, "location": _applied_json(applied)},
-                        lease_s=lease,
-                    )
-                else:
-                    steps["location"] = _applied_from(held[0].outcome.get("location"), location_id)
-                current = "calling"
-                # A location created a moment ago is not a calling location yet, and the file
-                # gave every value enabling needs: no lookup and no GET of the location.
-                just_created = remote is None and steps["location"].status == "created"
-                calling = None if just_created else registry.lookup_calling(ctx, location_id)
-                if calling is None:
-                    if remote is None and not just_created:
-                        remote = self.client.request("GET", f"/locations/{location_id}").body
-                    steps["calling"] = registry.apply_calling(ctx, location_id, remote or {})
-                else:
-                    steps["calling"] = registry.Applied("unchanged", location_id)
-                held[0] = update_entity(
-                    self.ledger,
-                    held[0],
-                    calling_enabled=True,
-                    outcome={"by_row": row_id, "calling": _applied_json(steps["calling"])},
-                    done=True,
-                    lease_s=lease,
-                )
-                return LocationOutcome(name, location_id, steps=steps, by_row=row_id)
-            except ClaimLostError:
-                return LocationOutcome(name, None, busy=True)
-            except (WebexError, registry.StepPending, InvariantError) as error:
-                failure = _failure_of(error, current)
-                logger.error(
-                    "location could not be provisioned",
-                    extra={
-                        "event": "location_failed",
-                        "reason_code": str(failure.reason),
-                        "http_status": failure.http_status,
-                        "tracking_id": getattr(error, "tracking_id", None),
-                    },
-                )
-                try:
-                    update_entity(
-                        self.ledger,
-                        held[0],
-                        outcome={"by_row": row_id, "failed_step": current},
-                        failure=(failure.reason, failure.message, failure.http_status),
-                        lease_s=lease,
-                    )
-                except ClaimLostError:
-                    return LocationOutcome(name, None, busy=True)
-                return LocationOutcome(
-                    name,
-                    None,
-                    by_row=row_id,
-                    failure=(failure.reason, failure.message, failure.http_status),
-                    failed_step=current,
-                )
-
-    # --- one row ----------------------------------------------------------------------------
-
-    def _work_row(self, row: ClaimedRow, location: LocationOutcome) -> RowFailure | str | None:
-        """Work one row to success or pending; None when its claim was lost."""
-        with bind_log_context(batch_id=row.batch_id, row_id=row.row_id, entity_key=row.user.email):
-            try:
-                return self._row_steps(row, location)
-            except ClaimLostError:
-                logger.warning(
-                    "claim lost; another worker owns the row", extra={"event": "claim_lost"}
-                )
-                return None
-            except Exception as error:
-                # A bug met by one row (an answer of a shape nobody foresaw, say) must not stop
-                # the other 20,000: the row goes pending `assertion_failure` with the traceback
-                # in the log. If even that cannot be recorded, the ledger itself is in trouble.
-                logger.critical(
-                    f"unexpected error: {type(error).__name__}",
-                    extra={"event": "assertion_failure"},
-                    exc_info=error,
-                )
-                failure = RowFailure(
-                    ReasonCode.ASSERTION_FAILURE,
-                    f"unexpected {type(error).__name__}: {error}"[:500],
-                    None,
-                    "user",
-                )
-                try:
-                    self._record_pending(row, failure, error)
-                except ClaimLostError:
-                    return None
-                return failure
-
-    def _row_steps(self, row: ClaimedRow, location: LocationOutcome) -> RowFailure | str:
-        lease = self.settings.LEDGER_LEASE_S
-        changed = [name for name, state in row.steps.items() if state.status in CHANGED]
-        current = "location"
-        compensate_id: str | None = None
-        try:
-            if location.failure is not None:
-                current = location.failed_step
-                reason, message, http_status = location.failure
-                if reason != ReasonCode.LOCATION_UNDEFINED and location.by_row != row.row_id:
-                    message = f"location {location.name!r}: {reason}: {message}"
-                    reason = ReasonCode.DEPENDENCY_FAILED
-                raise registry.StepPending(reason, message, http_status)
-            location_id = location.location_id
-            if location_id is None:
-                raise InvariantError("a location without an id reached a row")
-            shared: list[StepOutcome] = []
-            for step in registry.SHARED_STEPS:
-                if row.steps.get(step) and row.steps[step].status in SUCCESS_STEP_STATUSES:
-                    continue
-                applied = location.steps.get(step)
-                mine = applied is not None and location.by_row == row.row_id
-                status = applied.status if mine and applied else "unchanged"
-                shared.append(
-                    StepOutcome(
-                        step=step,
-                        status=status,
-                        entity_type="location",
-                        entity_key=location.name,
-                        http_status=applied.http_status if mine and applied else None,
-                        remote_id=location_id,
-                        message=None if mine else "provisioned once for the run",
-                        tracking_id=applied.tracking_id if mine and applied else None,
-                    )
-                )
-                if status in CHANGED:
-                    changed.append(step)
-            # Both were done by the location's provisioning: one transaction records them.
-            record_steps(self.ledger, row, shared, lease_s=lease)
-            license_id = self.license_id
-            if license_id is None:
-                current = "user"
-                if self.license_error is not None:
-                    raise self.license_error
-                raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, self.license_problem)
-
-            def mark_started(step: str) -> None:
-                record_step(
-                    self.ledger,
-                    row,
-                    StepOutcome(
-                        step=step, status="started", entity_type=step, entity_key=row.user.email
-                    ),
-                    lease_s=lease,
-                )
-
-            user_done = row.steps.get("user")
-            if user_done is not None and user_done.status not in SUCCESS_STEP_STATUSES:
-                user_done = None
-            ctx = registry.RowContext(
-                client=self.client,
-                row=row.user,
-                location_id=location_id,
-                license_id=license_id,
-                settle_s=self.settings.LOOKUP_SETTLE_S,
-                max_attempts=self.settings.MAX_RETRIES + 1,
-                mark_started=mark_started,
-                unknown_outcome=frozenset(
-                    name for name, state in row.steps.items() if state.status == "started"
-                ),
-                user_id=user_done.remote_id if user_done is not None else None,
-            )
-            if self.license_problem and user_done is None:
-                # No unit left: only a user who already holds the license can go on. The
-                # lookup is the user step's own (memoised), so this costs no request.
-                current = "user"
-                person = ctx.person(settle="user" in ctx.unknown_outcome)
-                if not registry.holds_license(person, license_id):
-                    raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, self.license_problem)
-            for spec in registry.ROW_STEPS:
-                if not spec.applies(row.user):
-                    continue
-                current = spec.name
-                previous = row.steps.get(spec.name)
-                if previous and previous.status in SUCCESS_STEP_STATUSES:
-                    continue
-                with bind_log_context(step=spec.name):
-                    plan = spec.decide(ctx, spec.lookup(ctx))
-                    if plan.action == "pending":
-                        raise registry.StepPending(
-                            plan.reason or ReasonCode.CONFLICT, plan.message or "", None
-                        )
-                    applied = spec.apply(ctx, plan)
-                if spec.name == "user" and applied.status == "created":
-                    compensate_id = applied.remote_id
-                record_step(
-                    self.ledger,
-                    row,
-                    StepOutcome(
-                        step=spec.name,
-                        status=applied.status,
-                        entity_type=spec.entity_type,
-                        entity_key=spec.entity_key(ctx),
-                        http_status=applied.http_status,
-                        remote_id=applied.remote_id,
-                        message=applied.message,
-                        tracking_id=applied.tracking_id,
-                    ),
-                    lease_s=lease,
-                )
-                if applied.status in CHANGED:
-                    changed.append(spec.name)
-            finish_row(
-                self.ledger, row, status="success", required_steps=registry.steps_for(row.user)
-            )
-            return "success"
-        except ClaimLostError:
-            raise
-        except (WebexError, registry.StepPending, InvariantError) as error:
-            failure = _failure_of(error, current)
-            if isinstance(error, InvariantError):
-                logger.critical(
-                    "assertion failure", extra={"event": "assertion_failure", "step": current}
-                )
-            if changed and failure.reason not in (ReasonCode.ASSERTION_FAILURE,):
-                failure = RowFailure(
-                    ReasonCode.HALF_APPLIED,
-                    f"{current} failed after {', '.join(changed)} changed Webex: "
-                    f"{failure.reason}: {failure.message}",
-                    failure.http_status,
-                    current,
-                )
-            if compensate_id and self.settings.ENABLE_SAFE_COMPENSATION:
-                failure = self._compensate(row, compensate_id, failure)
-            self._record_pending(row, failure, error)
-            return failure
-
-    def _record_pending(self, row: ClaimedRow, failure: RowFailure, error: Exception) -> None:
-        logger.warning(
-            "row pending",
-            extra={
-                "event": "row_pending",
-                "step": failure.step,
-                "reason_code": str(failure.reason),
-                "http_status": failure.http_status,
-                "tracking_id": getattr(error, "tracking_id", None),
-            },
-        )
-        entity_type, entity_key = entity_of_step(
-            failure.step, row.user.email, row.user.location_name
-        )
-        try:
-            record_step(
-                self.ledger,
-                row,
-                StepOutcome(
-                    step=failure.step,
-                    status="failed",
-                    entity_type=entity_type,
-                    entity_key=entity_key,
-                    http_status=failure.http_status,
-                    message=failure.message,
-                    tracking_id=getattr(error, "tracking_id", None),
-                ),
-            )
-        except InvariantError:
-            pass
-        finish_row(
-            self.ledger,
-            row,
-            status="pending",
-            reason_code=failure.reason,
-            reason_message=failure.message,
-            reason_step=failure.step,
-            http_status=failure.http_status,
-        )
-
-    def _compensate(self, row: ClaimedRow, person_id: str, failure: RowFailure) -> RowFailure:
-        """Delete the user this row created in this run (ENABLE_SAFE_COMPENSATION)."""
-        try:
-            self.client.request("DELETE", f"/people/{person_id}", ok=(200, 204, 404))
-        except WebexError as error:
-            logger.error(
-                "compensation failed", extra={"event": "compensation_failed", "step": "user"}
-            )
-            return RowFailure(
-                failure.reason,
-                f"{failure.message}; deleting the user it created failed: {error.message}",
-                failure.http_status,
-                failure.step,
-            )
-        logger.warning("compensated: user deleted", extra={"event": "compensated"})
-        record_step(
-            self.ledger,
-            row,
-            StepOutcome(
-                step="user",
-                status="failed",
-                entity_type="user",
-                entity_key=row.user.email,
-                remote_id=person_id,
-                message="created in this run, then deleted by compensation",
-            ),
-        )
-        return RowFailure(
-            failure.reason,
-            f"{failure.message}; the user created in this run was deleted (compensation)",
-            failure.http_status,
-            failure.step,
-        )
-
-    # --- bookkeeping --------------------------------------------------------------------------
 
     def _save_stats(self) -> None:
         stats = self.client.stats()
@@ -691,20 +255,26 @@ def work_run(
     *,
     progress: ProgressSink,
     stop: threading.Event | None = None,
+    client: WebexClient | None = None,
 ) -> WorkReport:
-    """What `ledger work` does once its settings, ledger and run are known (the demo too)."""
-    from ledger.status import run_status
+    """What `ledger work` does once its settings, ledger and run are known (the demo too).
 
-    counts = run_status(ledger, run).rows
+    `client` defaults to one built from the settings, closed at the end; a client given stays
+    open, its caller's to close.
+    """
+    with snapshot(ledger) as session:
+        counts = outcome_counts(session, run.id)
     progress.start(
         run_id=run.id,
         total=run.total_rows,
-        success=counts.success,
-        pending=counts.pending,
-        rejected=counts.rejected,
+        success=counts[RowStatus.SUCCESS],
+        pending=counts[RowStatus.PENDING],
+        rejected=counts[RowStatus.REJECTED],
     )
     try:
-        with WebexClient(settings) as client:
+        with ExitStack() as owned:
+            if client is None:
+                client = owned.enter_context(WebexClient(settings))
             return Worker(
                 settings,
                 ledger,
@@ -716,53 +286,3 @@ def work_run(
             ).run()
     finally:
         progress.stop()
-
-
-def _failure_of(error: Exception, step: str) -> RowFailure:
-    if isinstance(error, registry.StepPending):
-        return RowFailure(error.reason, error.message, error.http_status, step)
-    if isinstance(error, WebexError):
-        return RowFailure(ReasonCode(error.reason_code), error.message, error.http_status, step)
-    return RowFailure(ReasonCode.ASSERTION_FAILURE, str(error), None, step)
-
-
-def _applied_json(applied: registry.Applied) -> dict[str, object]:
-    return {
-        "status": applied.status,
-        "http_status": applied.http_status,
-        "tracking_id": applied.tracking_id,
-    }
-
-
-def _applied_from(saved: object, remote_id: str) -> registry.Applied:
-    if isinstance(saved, dict) and isinstance(saved.get("status"), str):
-        http_status = saved.get("http_status")
-        tracking = saved.get("tracking_id")
-        return registry.Applied(
-            saved["status"],
-            remote_id,
-            http_status if isinstance(http_status, int) else None,
-            tracking if isinstance(tracking, str) else None,
-        )
-    return registry.Applied("unchanged", remote_id)
-
-
-def _ready(name: str, entity: EntityState) -> LocationOutcome:
-    remote_id = entity.remote_id or ""
-    return LocationOutcome(
-        name,
-        remote_id,
-        steps={
-            "location": _applied_from(entity.outcome.get("location"), remote_id),
-            "calling": _applied_from(entity.outcome.get("calling"), remote_id),
-        },
-        by_row=_int(entity.outcome.get("by_row")),
-    )
-
-
-def _shared_step(value: object) -> str:
-    return value if isinstance(value, str) and value in registry.SHARED_STEPS else "location"
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) else None

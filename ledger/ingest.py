@@ -11,7 +11,8 @@ from ledger.config import PIPELINE_VERSION, Settings
 from ledger.data_pipeline import file_sha256, read_rows
 from ledger.database import Ledger
 from ledger.error_handling import ConfigError, InputFileError
-from ledger.state_store import RunInfo, find_run_by_hash, rejection_counts, store_run
+from ledger.records import RunInfo
+from ledger.state_store import begin_run, find_run_by_hash, rejection_counts
 from ledger.writers import write_rejected
 
 
@@ -44,16 +45,17 @@ def ingest_file(ledger: Ledger, path: Path, settings: Settings) -> IngestReport:
         ) from None
     headers, rows, dedupe = read_rows(path, max_rows=settings.MAX_ROWS)
     try:
-        run = store_run(
+        with begin_run(
             ledger,
             input_hash=input_hash,
             file_name=path.name,
             pipeline_version=PIPELINE_VERSION,
             batch_size=settings.BATCH_SIZE,
             headers=headers,
-            rows=rows,
-            locations=dedupe.location_specs,
-        )
+        ) as writer:
+            for parsed in rows:
+                writer.add(parsed)
+            run = writer.finish(locations=dedupe.location_specs())
     except IntegrityError:
         # Another ingest of the same bytes stored its run between our look-up and our store
         # (the run's hash is unique): that run is this file's, as if it had been found above.

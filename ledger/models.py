@@ -78,15 +78,21 @@ class Row(Base):
         UniqueConstraint("run_id", "row_id"),
         CheckConstraint(_in("status", RowStatus), "status"),
         CheckConstraint("row_id >= 1", "row_id"),
-        CheckConstraint("(status = 'rejected') = (batch_id IS NULL)", "batch_only_for_accepted"),
         CheckConstraint(
-            "(status = 'rejected') = (normalized_json IS NULL)", "normalized_only_for_accepted"
+            f"(status = '{RowStatus.REJECTED}') = (batch_id IS NULL)", "batch_only_for_accepted"
         ),
         CheckConstraint(
-            "(status IN ('pending', 'rejected')) = (reason_code IS NOT NULL)", "reason_iff_failed"
+            f"(status = '{RowStatus.REJECTED}') = (normalized_json IS NULL)",
+            "normalized_only_for_accepted",
         ),
         CheckConstraint(
-            "(status = 'claimed') = (claim_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
+            f"({_in('status', (RowStatus.PENDING, RowStatus.REJECTED))}) "
+            "= (reason_code IS NOT NULL)",
+            "reason_iff_failed",
+        ),
+        CheckConstraint(
+            f"(status = '{RowStatus.CLAIMED}') "
+            "= (claim_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
             "claim_iff_claimed",
         ),
         Index("ix_rows_run_status_batch", "run_id", "status", "batch_id", "row_id"),
@@ -152,9 +158,12 @@ class SharedEntity(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "entity_type", "entity_key"),
         CheckConstraint(_in("status", EntityStatus), "status"),
-        CheckConstraint("status <> 'ready' OR remote_id IS NOT NULL", "ready_has_id"),
         CheckConstraint(
-            "(status = 'claimed') = (claim_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
+            f"status <> '{EntityStatus.READY}' OR remote_id IS NOT NULL", "ready_has_id"
+        ),
+        CheckConstraint(
+            f"(status = '{EntityStatus.CLAIMED}') "
+            "= (claim_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
             "claim_iff_claimed",
         ),
     )

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 from ledger.error_handling import ReasonCode
-from ledger.row_rules import UserRow
+from ledger.row_rules import LocationSpec, UserRow
 
 
 class RowStatus(StrEnum):
@@ -199,7 +198,7 @@ class EntityState:
     status: EntityStatus
     remote_id: str | None
     calling_enabled: bool
-    desired: dict[str, Any]
+    desired: LocationSpec | None  # what the file asks for
     steps: dict[StepName, StepOutcome]
     by_row: int | None
     failure: Failure | None

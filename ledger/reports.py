@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, case, func, select
@@ -19,17 +18,19 @@ from sqlalchemy.orm import Session
 
 from ledger.database import Ledger
 from ledger.models import Row, StepRecord
-from ledger.records import TERMINAL_ROW_STATUSES, StepName
-from ledger.state_store import entity_of_step, iso
+from ledger.records import (
+    TERMINAL_ROW_STATUSES,
+    RowStatus,
+    StepName,
+    StepStatus,
+    entity_of_step,
+    iso,
+)
 
 STREAM_CHUNK = 2000
+# A success row's steps in results.csv: those that ran (`skipped` ones did nothing).
+RESULT_STEP_STATUSES = (StepStatus.CREATED, StepStatus.UPDATED, StepStatus.UNCHANGED)
 _STEP_ORDER = case({name: index for index, name in enumerate(StepName)}, value=StepRecord.step)
-
-
-def _iso(value: datetime) -> str:
-    # SQLite hands stored UTC back naive: the same text as iso() without its time-zone round
-    # trip, which is called once per line of results.csv.
-    return value.isoformat() + "Z" if value.tzinfo is None else iso(value)
 
 
 @contextmanager
@@ -69,13 +70,13 @@ def result_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:
         .join(Row, Row.id == StepRecord.row_pk)
         .where(
             Row.run_id == run_id,
-            Row.status == "success",
-            StepRecord.status.in_(("created", "updated", "unchanged")),
+            Row.status == RowStatus.SUCCESS,
+            StepRecord.status.in_(RESULT_STEP_STATUSES),
         )
         .order_by(Row.row_id, _STEP_ORDER)
     )
     for line in _stream(session, query):
-        yield (_iso(line[0]), *line[1:])
+        yield (iso(line[0]), *line[1:])
 
 
 def pending_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:
@@ -100,7 +101,7 @@ def pending_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]
             StepRecord,
             (StepRecord.row_pk == Row.id) & (StepRecord.step == Row.reason_step),
         )
-        .where(Row.run_id == run_id, Row.status == "pending")
+        .where(Row.run_id == run_id, Row.status == RowStatus.PENDING)
         .order_by(Row.row_id)
     )
     for line in _stream(session, query):
@@ -109,7 +110,7 @@ def pending_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]
         if entity_type is None:
             entity_type, entity_key = entity_of_step(step, email or "", location or "")
         yield (
-            _iso(finished or updated),
+            iso(finished or updated),
             batch_id,
             row_id,
             entity_type,
@@ -132,11 +133,11 @@ def rejected_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]
             Row.reason_field,
             Row.raw_json,
         )
-        .where(Row.run_id == run_id, Row.status == "rejected")
+        .where(Row.run_id == run_id, Row.status == RowStatus.REJECTED)
         .order_by(Row.row_id)
     )
     for line in _stream(session, query):
-        yield (_iso(line[0]), *line[1:])
+        yield (iso(line[0]), *line[1:])
 
 
 def retry_lines(
@@ -145,7 +146,7 @@ def retry_lines(
     """Pending and rejected rows in the input's own columns, plus their reason code."""
     query = (
         select(Row.raw_json, Row.reason_code)
-        .where(Row.run_id == run_id, Row.status.in_(("pending", "rejected")))
+        .where(Row.run_id == run_id, Row.status.in_((RowStatus.PENDING, RowStatus.REJECTED)))
         .order_by(Row.row_id)
     )
     for raw_json, code in _stream(session, query):
@@ -180,14 +181,14 @@ def checkpoint_position(ledger: Ledger, run_id: int) -> tuple[int, int]:
         return checkpoint_position_in(session, run_id)
 
 
-def outcome_counts(session: Session, run_id: int) -> dict[str, int]:
+def outcome_counts(session: Session, run_id: int) -> dict[RowStatus, int]:
     """Rows of the run per terminal outcome (0 where none)."""
-    counts = dict.fromkeys(("success", "pending", "rejected"), 0)
+    counts = dict.fromkeys(TERMINAL_ROW_STATUSES, 0)
     query = (
         select(Row.status, func.count())
         .where(Row.run_id == run_id, Row.status.in_(tuple(counts)))
         .group_by(Row.status)
     )
     for status, count in session.execute(query):
-        counts[str(status)] = int(count)
+        counts[RowStatus(status)] = int(count)
     return counts

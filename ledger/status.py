@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from ledger.database import Ledger
 from ledger.error_handling import UsageError
 from ledger.models import Row, StepRecord, WorkerStats
-from ledger.records import StepName, StepStatus
+from ledger.records import RunInfo, StepName, StepStatus, as_utc, utcnow
 from ledger.reports import checkpoint_position_in, snapshot
-from ledger.state_store import RunInfo, as_utc, find_run, utcnow
+from ledger.state_store import find_run
 
 THROUGHPUT_WINDOW_S = 60
 

@@ -26,6 +26,7 @@ from ledger.cells import neutralise
 from ledger.config import PIPELINE_VERSION
 from ledger.database import Ledger
 from ledger.error_handling import InvariantError, UsageError
+from ledger.records import RunInfo, iso
 from ledger.reports import (
     checkpoint_position_in,
     outcome_counts,
@@ -35,7 +36,6 @@ from ledger.reports import (
     retry_lines,
     snapshot,
 )
-from ledger.state_store import RunInfo, iso
 
 RESULTS_COLUMNS = (
     "timestamp",

@@ -28,7 +28,7 @@ from ledger.config import load_settings
 from ledger.database import Ledger, open_ledger
 from ledger.ingest import ingest_file
 from ledger.models import Row, StepRecord
-from ledger.state_store import RunInfo
+from ledger.records import RunInfo
 from ledger.writers import export_all
 
 HEADERS = (

@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import Result
@@ -17,7 +18,6 @@ import ledger.ingest as ingest_module
 from ledger.config import load_settings
 from ledger.database import open_ledger
 from ledger.ingest import ingest_file
-from ledger.state_store import RunInfo
 from tests.support.cli import LedgerEnv, assert_exit, invoke
 from tests.support.csvfiles import write_csv
 from tests.support.people import person
@@ -167,10 +167,10 @@ def test_the_loser_of_two_ingests_of_one_file_reuses_the_winners_run(
     # The race made deterministic: another `ledger ingest` of the same bytes stores its run
     # after this one looked for it and before this one stores its own.
     path = users_csv(ledger_env, rows=50)
-    real_store_run = ingest_module.store_run
+    real_begin_run = ingest_module.begin_run
     rivals = [path]
 
-    def store_after_a_rival(*args: object, **kwargs: object) -> RunInfo:
+    def begin_after_a_rival(*args: Any, **kwargs: Any) -> Any:
         if rivals:
             rival = open_ledger(ledger_env.db_url)
             try:
@@ -179,9 +179,9 @@ def test_the_loser_of_two_ingests_of_one_file_reuses_the_winners_run(
                 )
             finally:
                 rival.dispose()
-        return real_store_run(*args, **kwargs)  # type: ignore[arg-type]
+        return real_begin_run(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_module, "store_run", store_after_a_rival)
+    monkeypatch.setattr(ingest_module, "begin_run", begin_after_a_rival)
     result = ingest(ledger_env, path)
     assert not rivals  # the rival did run in between
     assert_exit(result, 0)

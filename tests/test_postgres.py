@@ -15,7 +15,8 @@ from sqlalchemy import text
 
 from ledger.database import Ledger, open_ledger
 from ledger.models import Base
-from ledger.state_store import ClaimedRow, claim_batch
+from ledger.records import ClaimedRow
+from ledger.state_store import claim_batch
 from tests.support.claims import (
     LEASE_S,
     check_concurrent_claims_are_disjoint,

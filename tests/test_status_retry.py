@@ -264,7 +264,8 @@ WRITER = textwrap.dedent(
     from pathlib import Path
     from ledger.database import open_ledger
     from ledger.error_handling import ReasonCode
-    from ledger.state_store import StepOutcome, claim_batch, finish_row, record_step, retry_rows
+    from ledger.records import StepOutcome
+    from ledger.state_store import claim_batch, finish_row, record_step, retry_rows
 
     url, run_id, stop = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     ledger = open_ledger(url)

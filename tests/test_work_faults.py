@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from ledger.action_helpers import person_create_body
+from ledger.records import StepOutcome
 from ledger.simulator import FaultConfig
-from ledger.state_store import StepOutcome, claim_batch, record_step, retry_rows
+from ledger.state_store import claim_batch, record_step, retry_rows
 from tests.support.clock import FakeTime
 from tests.support.people import person, phone
 from tests.support.scripted import Answer, Scripted, dropped, error, read_timeout

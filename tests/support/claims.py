@@ -14,9 +14,8 @@ import pytest
 
 from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError, ReasonCode
+from ledger.records import ClaimedRow, StepOutcome
 from ledger.state_store import (
-    ClaimedRow,
-    StepOutcome,
     claim_batch,
     finish_row,
     record_step,

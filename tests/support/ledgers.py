@@ -17,15 +17,8 @@ from ledger.config import load_settings
 from ledger.database import Ledger, open_ledger
 from ledger.error_handling import ReasonCode
 from ledger.ingest import ingest_file
-from ledger.state_store import (
-    ClaimedRow,
-    RunInfo,
-    StepOutcome,
-    claim_batch,
-    finish_row,
-    record_step,
-    release_rows,
-)
+from ledger.records import ClaimedRow, RunInfo, StepOutcome
+from ledger.state_store import claim_batch, finish_row, record_step, release_rows
 from tests.support.cli import LedgerEnv
 from tests.support.csvfiles import write_csv
 from tests.support.people import person

@@ -32,9 +32,9 @@ from ledger.database import Ledger, open_ledger
 from ledger.executor import Worker, WorkReport
 from ledger.ingest import ingest_file
 from ledger.models import Row, StepRecord
+from ledger.records import RunInfo
 from ledger.row_rules import COLUMNS
 from ledger.simulator import FaultConfig, LoggedRequest, Simulator
-from ledger.state_store import RunInfo
 from tests.support.clock import FakeTime
 from tests.support.csvfiles import read_csv, write_csv
 

@@ -1,0 +1,302 @@
+"""One claimed row, worked to `success` or `pending`.
+
+Its shared steps come from its location (provisioned by `locations` before the batch's rows
+run); its own steps (number, user, settings) run here, each outcome committed before the next
+step starts. A failure makes the row pending, as `half_applied` when an earlier step had already
+changed Webex; with ENABLE_SAFE_COMPENSATION a user this row created is deleted again first.
+Every write is fenced by the row's claim: a worker that lost the row hears `ClaimLostError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+from ledger import actions_registry as registry
+from ledger.config import Settings
+from ledger.connection_client import WebexClient
+from ledger.database import Ledger
+from ledger.error_handling import ClaimLostError, InvariantError, ReasonCode, WebexError
+from ledger.locations import LocationOutcome
+from ledger.logs import bind_log_context
+from ledger.records import (
+    CHANGED_STEP_STATUSES,
+    SHARED_STEPS,
+    SUCCESS_STEP_STATUSES,
+    ClaimedRow,
+    EntityType,
+    Failure,
+    RowStatus,
+    StepName,
+    StepOutcome,
+    StepStatus,
+    entity_of_step,
+)
+from ledger.state_store import finish_row, record_step, record_steps
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LicenseLookup:
+    """The calling license as looked up for a batch: its id, or why there is none or no unit
+    is left (`problem`), and the lookup's own error (a 401 must reach the breaker as one)."""
+
+    license_id: str | None
+    problem: str = ""
+    error: WebexError | None = None
+
+
+def lookup_license(client: WebexClient, wanted: str) -> LicenseLookup:
+    try:
+        license_id, problem = registry.find_license(client, wanted)
+    except WebexError as error:
+        return LicenseLookup(None, f"license lookup failed: {error}", error)
+    return LicenseLookup(license_id, problem)
+
+
+class RowRunner:
+    """Works claimed rows through their steps (see the module docstring)."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, client: WebexClient) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.client = client
+
+    def work(
+        self, row: ClaimedRow, location: LocationOutcome, calling_license: LicenseLookup
+    ) -> Failure | None:
+        """Work one row: None once it is `success`, its Failure once it is `pending`.
+
+        Raises ClaimLostError when another worker has taken the row over: this one must leave
+        it alone, and it counts for neither outcome.
+        """
+        with bind_log_context(batch_id=row.batch_id, row_id=row.row_id, entity_key=row.user.email):
+            try:
+                return self._steps(row, location, calling_license)
+            except ClaimLostError:
+                logger.warning(
+                    "claim lost; another worker owns the row", extra={"event": "claim_lost"}
+                )
+                raise
+            except Exception as error:
+                # A bug met by one row (an answer of a shape nobody foresaw, say) must not stop
+                # the other 20,000: the row goes pending `assertion_failure` with the traceback
+                # in the log. If even that cannot be recorded, the ledger itself is in trouble.
+                logger.critical(
+                    f"unexpected error: {type(error).__name__}",
+                    extra={"event": "assertion_failure"},
+                    exc_info=error,
+                )
+                failure = Failure(
+                    ReasonCode.ASSERTION_FAILURE,
+                    f"unexpected {type(error).__name__}: {error}"[:500],
+                    None,
+                    StepName.USER,
+                )
+                self._record_pending(row, failure, error)
+                return failure
+
+    def _steps(
+        self, row: ClaimedRow, location: LocationOutcome, calling_license: LicenseLookup
+    ) -> Failure | None:
+        lease = self.settings.LEDGER_LEASE_S
+        changed = [
+            name for name, state in row.steps.items() if state.status in CHANGED_STEP_STATUSES
+        ]
+        current = StepName.LOCATION
+        compensate_id: str | None = None
+        try:
+            if location.failure is not None:
+                current = location.failure.step
+                raise _location_pending(location, location.failure, row.row_id)
+            location_id = self._record_shared_steps(row, location, changed)
+            license_id = calling_license.license_id
+            if license_id is None:
+                current = StepName.USER
+                if calling_license.error is not None:
+                    raise calling_license.error
+                raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem)
+            user_done = row.steps.get(StepName.USER)
+            if user_done is not None and user_done.status not in SUCCESS_STEP_STATUSES:
+                user_done = None
+            ctx = registry.RowContext(
+                client=self.client,
+                row=row.user,
+                location_id=location_id,
+                license_id=license_id,
+                settle_s=self.settings.LOOKUP_SETTLE_S,
+                max_attempts=self.settings.MAX_RETRIES + 1,
+                mark_started=lambda started: record_step(self.ledger, row, started, lease_s=lease),
+                unknown_outcome=frozenset(
+                    name for name, state in row.steps.items() if state.status == StepStatus.STARTED
+                ),
+                user_id=user_done.remote_id if user_done is not None else None,
+            )
+            if calling_license.problem and user_done is None:
+                # No unit left: only a user who already holds the license can go on. The
+                # lookup is the user step's own (memoised), so this costs no request.
+                current = StepName.USER
+                person = ctx.person(settle=StepName.USER in ctx.unknown_outcome)
+                if not registry.holds_license(person, license_id):
+                    raise registry.StepPending(
+                        ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem
+                    )
+            for spec in registry.ROW_STEPS:
+                if not spec.applies(row.user):
+                    continue
+                current = spec.name
+                if row.step_done(spec.name):
+                    continue
+                with bind_log_context(step=spec.name):
+                    plan = spec.decide(ctx, spec.lookup(ctx))
+                    if plan.action == "pending":
+                        raise registry.StepPending(
+                            plan.reason or ReasonCode.CONFLICT, plan.message or "", None
+                        )
+                    outcome = spec.apply(ctx, plan)
+                if spec.name == StepName.USER and outcome.status == StepStatus.CREATED:
+                    compensate_id = outcome.remote_id
+                record_step(self.ledger, row, outcome, lease_s=lease)
+                if outcome.changed:
+                    changed.append(spec.name)
+            finish_row(
+                self.ledger,
+                row,
+                status=RowStatus.SUCCESS,
+                required_steps=registry.steps_for(row.user),
+            )
+            return None
+        except ClaimLostError:
+            raise
+        except (WebexError, registry.StepPending, InvariantError) as error:
+            failure = registry.failure_of(error, current)
+            if isinstance(error, InvariantError):
+                logger.critical(
+                    "assertion failure", extra={"event": "assertion_failure", "step": current}
+                )
+            if changed and failure.reason != ReasonCode.ASSERTION_FAILURE:
+                failure = Failure(
+                    ReasonCode.HALF_APPLIED,
+                    f"{current} failed after {', '.join(changed)} changed Webex: "
+                    f"{failure.reason}: {failure.message}",
+                    failure.http_status,
+                    current,
+                )
+            if compensate_id and self.settings.ENABLE_SAFE_COMPENSATION:
+                failure = self._compensate(row, compensate_id, failure)
+            self._record_pending(row, failure, error)
+            return failure
+
+    def _record_shared_steps(
+        self, row: ClaimedRow, location: LocationOutcome, changed: list[StepName]
+    ) -> str:
+        """Record the location's steps for this row (one transaction): as they went for the row
+        that provisioned it, `unchanged` for the others. Gives the location's id."""
+        location_id = location.location_id
+        if location_id is None:
+            raise InvariantError("a location without an id reached a row")
+        shared: list[StepOutcome] = []
+        for step in SHARED_STEPS:
+            if row.step_done(step):
+                continue
+            done = location.steps.get(step)
+            if done is not None and location.by_row == row.row_id:
+                outcome = replace(done, remote_id=location_id, message=None)
+            else:
+                outcome = StepOutcome(
+                    step,
+                    StepStatus.UNCHANGED,
+                    EntityType.LOCATION,
+                    location.name,
+                    remote_id=location_id,
+                    message="provisioned once for the run",
+                )
+            shared.append(outcome)
+            if outcome.changed:
+                changed.append(step)
+        record_steps(self.ledger, row, shared, lease_s=self.settings.LEDGER_LEASE_S)
+        return location_id
+
+    def _record_pending(self, row: ClaimedRow, failure: Failure, error: Exception) -> None:
+        tracking_id = getattr(error, "tracking_id", None)
+        logger.warning(
+            "row pending",
+            extra={
+                "event": "row_pending",
+                "step": failure.step,
+                "reason_code": str(failure.reason),
+                "http_status": failure.http_status,
+                "tracking_id": tracking_id,
+            },
+        )
+        entity_type, entity_key = entity_of_step(
+            failure.step, row.user.email, row.user.location_name
+        )
+        try:
+            record_step(
+                self.ledger,
+                row,
+                StepOutcome(
+                    step=failure.step,
+                    status=StepStatus.FAILED,
+                    entity_type=entity_type,
+                    entity_key=entity_key,
+                    http_status=failure.http_status,
+                    message=failure.message,
+                    tracking_id=tracking_id,
+                ),
+            )
+        except InvariantError:
+            pass
+        finish_row(
+            self.ledger,
+            row,
+            status=RowStatus.PENDING,
+            reason_code=failure.reason,
+            reason_message=failure.message,
+            reason_step=failure.step,
+            http_status=failure.http_status,
+        )
+
+    def _compensate(self, row: ClaimedRow, person_id: str, failure: Failure) -> Failure:
+        """Delete the user this row created in this run (ENABLE_SAFE_COMPENSATION)."""
+        try:
+            registry.delete_person(self.client, person_id)
+        except WebexError as error:
+            logger.error(
+                "compensation failed", extra={"event": "compensation_failed", "step": StepName.USER}
+            )
+            return replace(
+                failure,
+                message=f"{failure.message}; deleting the user it created failed: {error.message}",
+            )
+        logger.warning("compensated: user deleted", extra={"event": "compensated"})
+        record_step(
+            self.ledger,
+            row,
+            StepOutcome(
+                step=StepName.USER,
+                status=StepStatus.FAILED,
+                entity_type=EntityType.USER,
+                entity_key=row.user.email,
+                remote_id=person_id,
+                message="created in this run, then deleted by compensation",
+            ),
+        )
+        return replace(
+            failure,
+            message=f"{failure.message}; the user created in this run was deleted (compensation)",
+        )
+
+
+def _location_pending(
+    location: LocationOutcome, failure: Failure, row_id: int
+) -> registry.StepPending:
+    """Why a row of a location that failed is pending: the location's own reason for the row
+    that tried it (or when the file does not define it), `dependency_failed` for the others."""
+    reason, message = failure.reason, failure.message
+    if reason != ReasonCode.LOCATION_UNDEFINED and location.by_row != row_id:
+        message = f"location {location.name!r}: {reason}: {message}"
+        reason = ReasonCode.DEPENDENCY_FAILED
+    return registry.StepPending(reason, message, failure.http_status)
