@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.error_handling import ConfigError
@@ -23,6 +25,8 @@ PIPELINE_VERSION = "1"
 # gave 20.8. 32 keeps enough requests in flight for the real API, and the client's adaptive
 # limiter slows it down when Webex answers 429.
 DEFAULT_CONCURRENCY = 32
+
+REFRESH_VARIABLES = ("WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_REFRESH_TOKEN")
 
 
 class Settings(BaseSettings):
@@ -50,6 +54,12 @@ class Settings(BaseSettings):
     LEDGER_CONCURRENCY: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=256)
     CIRCUIT_BREAKER_THRESHOLD: float = Field(default=0.8, gt=0, le=1)
     ENABLE_SAFE_COMPENSATION: bool = False
+    # A service app's or integration's credentials, all three or none: with them `work` renews
+    # an access token that expires mid-run. The client id names the app; the other two are
+    # secrets like the token.
+    WEBEX_CLIENT_ID: str | None = None
+    WEBEX_CLIENT_SECRET: SecretStr | None = None
+    WEBEX_REFRESH_TOKEN: SecretStr | None = None
     # Not in the term sheet: how long a claim on a row lasts without a heartbeat. A killed
     # worker's rows become claimable again after this; live workers renew every third of it.
     LEDGER_LEASE_S: float = Field(default=60.0, ge=1, le=3600)
@@ -86,6 +96,36 @@ class Settings(BaseSettings):
         if any(character.isspace() for character in value):
             raise ValueError("has whitespace inside it (a wrapped paste?); give it on one line")
         return value
+
+    @field_validator(*REFRESH_VARIABLES, mode="before")
+    @classmethod
+    def _one_word_credential(cls, value: object) -> object:
+        """Trimmed; blank means unset; whitespace inside is a copy-paste accident, not a value."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if any(char.isspace() for char in text):
+            raise PydanticCustomError("whitespace", "whitespace inside the value")
+        return text or None
+
+    @model_validator(mode="after")
+    def _refresh_credentials_together(self) -> Self:
+        given = {
+            "WEBEX_CLIENT_ID": self.WEBEX_CLIENT_ID is not None,
+            "WEBEX_CLIENT_SECRET": self.WEBEX_CLIENT_SECRET is not None,
+            "WEBEX_REFRESH_TOKEN": self.WEBEX_REFRESH_TOKEN is not None,
+        }
+        missing = [name for name, present in given.items() if not present]
+        if 0 < len(missing) < len(given):
+            # Names only: a value given here may be a secret.
+            raise PydanticCustomError(
+                "refresh_credentials",
+                "the token refresh needs {needed} together; missing: {missing}",
+                {"needed": ", ".join(given), "missing": ", ".join(missing)},
+            )
+        return self
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -21,6 +21,15 @@ Why it is built this way:
 * **Threads share the rate limit politely.** Every request first waits its turn at one shared
   `Throttle` (`ledger.pacing`): a 429 or 423 with `Retry-After` pauses every thread, and a 429
   also lowers the adaptive request rate. `stats()` is a frozen snapshot of the counters.
+* **An expired token is renewed once, mid-run.** Each try carries the token current when it is
+  sent (`ledger.access_token`). With `WEBEX_CLIENT_ID`, `WEBEX_CLIENT_SECRET` and
+  `WEBEX_REFRESH_TOKEN` set, a 401 asks for a new access token with the refresh grant
+  (`POST /access_token`, sent with the same retries, without a bearer token) and the refused
+  request is sent once more with it; a 401 means Webex did not act on the request, so even a
+  POST is safe to resend. Threads refused together cause one refresh. If the refresh fails, or
+  the resend gets a 401 too, that 401 is raised as without the settings: `auth_invalid`, and the
+  circuit breaker decides. One logical request never causes more than one refresh, and no
+  token is refreshed twice. Without the settings a 401 is raised at once.
 """
 
 from __future__ import annotations
@@ -29,12 +38,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, NoReturn, Self
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from ledger.access_token import AccessToken, RefreshCredentials
 from ledger.config import Settings
 from ledger.error_handling import (
     ConfigError,
@@ -48,7 +59,7 @@ from ledger.error_handling import (
     UnexpectedResponseError,
     WebexError,
 )
-from ledger.logs import redact, register_secret
+from ledger.logs import redact
 from ledger.pacing import (
     THROTTLE_STATUSES,
     AdaptiveRateLimiter,
@@ -73,6 +84,28 @@ QueryValue = str | int | float | bool | None
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Raised before a byte of the request left this process: retrying cannot apply a write twice.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One logical request, as each of its tries is sent."""
+
+    method: str
+    target: str
+    params: Mapping[str, QueryValue] | None = None
+    json: Any = None
+    form: Mapping[str, str] | None = field(default=None, repr=False)  # the refresh grant's secrets
+    ok: frozenset[int] = frozenset({200})
+    resend_unknown: bool = False
+
+
+class _Renewal:
+    """Whether a logical request already had its one token renewal after a 401."""
+
+    __slots__ = ("used",)
+
+    def __init__(self) -> None:
+        self.used = False
 
 
 def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> WebexError:
@@ -138,7 +171,6 @@ class WebexClient:
         base_url = httpx.URL(settings.WEBEX_BASE_URL.rstrip("/") + "/")
         if base_url.scheme not in ("http", "https") or not base_url.host:
             raise ConfigError("invalid WEBEX_BASE_URL: expected an http(s) URL")
-        register_secret(secret)
         self._settings = settings
         self._base_url = base_url
         self._sleep = sleep
@@ -147,8 +179,7 @@ class WebexClient:
         connections = max_connections or settings.LEDGER_CONCURRENCY
         self._http = httpx.Client(
             base_url=base_url,
-            headers={
-                "Authorization": f"Bearer {secret}",
+            headers={  # Authorization is set per try, from the token current at that moment
                 "Accept": "application/json",
                 "User-Agent": "ledger",
             },
@@ -160,6 +191,11 @@ class WebexClient:
         limiter = AdaptiveRateLimiter(clock=clock) if adaptive_rate_limit else None
         self._throttle = Throttle(clock=clock, sleep=sleep, limiter=limiter)
         self._counters = RequestCounters()
+        self._token = AccessToken(
+            secret,
+            credentials=RefreshCredentials.from_settings(settings),
+            send_grant=self._send_grant,
+        )
 
     def __repr__(self) -> str:
         return f"WebexClient(base_url={str(self._base_url)!r})"
@@ -184,7 +220,9 @@ class WebexClient:
 
     def stats(self) -> ClientStats:
         limiter = self._throttle.limiter
-        return self._counters.snapshot(limiter.rate if limiter is not None else None)
+        return self._counters.snapshot(
+            limiter.rate if limiter is not None else None, token_refreshes=self._token.refreshes
+        )
 
     def request(
         self,
@@ -201,25 +239,19 @@ class WebexClient:
         `path` is relative to WEBEX_BASE_URL or an absolute URL on the same host (a Link
         header's next page, sent exactly as given). Query parameters that are None are left
         out. `safe_to_retry` says whether the request may be resent when its outcome is
-        unknown; by default only POST and PATCH may not.
+        unknown; by default only POST and PATCH may not. With refresh credentials set, a 401
+        renews the token and the request is sent once more, whatever its method.
         """
         verb = method.upper()
-        resend_unknown = verb in _SAFE_METHODS if safe_to_retry is None else safe_to_retry
-        target = self._target(path)
-        query = {k: v for k, v in params.items() if v is not None} if params else None
-
-        def worth_retrying(error: BaseException) -> bool:
-            return isinstance(error, RetryableError) and (resend_unknown or not error.maybe_applied)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self._settings.MAX_RETRIES + 1),
-            retry=retry_if_exception(worth_retrying),
-            wait=self._tenacity_wait,
-            sleep=self._retry_sleep,
-            before_sleep=self._log_retry,
-            retry_error_callback=self._give_up,
+        call = _Call(
+            verb,
+            self._target(path),
+            {k: v for k, v in params.items() if v is not None} if params else None,
+            json,
+            ok=frozenset(ok),
+            resend_unknown=verb in _SAFE_METHODS if safe_to_retry is None else safe_to_retry,
         )
-        return retrying(self._attempt, verb, target, query, json, frozenset(ok), resend_unknown)
+        return self._retrying(call)(self._attempt, call, _Renewal())
 
     def compute_backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """The wait after failed try number `attempt` (1-based), capped at RETRY_AFTER_CAP_S."""
@@ -301,17 +333,52 @@ class WebexClient:
             )
         return path
 
-    def _attempt(
-        self,
-        method: str,
-        target: str,
-        params: Mapping[str, QueryValue] | None,
-        body: Any,
-        ok: frozenset[int],
-        resend_unknown: bool,
-    ) -> WebexResponse:
+    def _retrying(self, call: _Call) -> Retrying:
+        def worth_retrying(error: BaseException) -> bool:
+            return isinstance(error, RetryableError) and (
+                call.resend_unknown or not error.maybe_applied
+            )
+
+        return Retrying(
+            stop=stop_after_attempt(self._settings.MAX_RETRIES + 1),
+            retry=retry_if_exception(worth_retrying),
+            wait=self._tenacity_wait,
+            sleep=self._retry_sleep,
+            before_sleep=self._log_retry,
+            retry_error_callback=self._give_up,
+        )
+
+    def _attempt(self, call: _Call, renewal: _Renewal) -> WebexResponse:
+        """One try with the current token; after a 401, at most one renewal and resend."""
+        generation, token = self._token.current()
+        try:
+            return self._send(call, token)
+        except HTTPStatusError as error:
+            if error.http_status != 401 or renewal.used:
+                raise
+            renewal.used = True
+            if not self._token.renew_after_401(generation):
+                raise  # the original 401: auth_invalid, for the circuit breaker to count
+        # Webex answers 401 before acting on a request, so resending one that got it, even a
+        # POST that creates something, cannot apply it twice.
+        return self._send(call, self._token.current()[1])
+
+    def _send_grant(self, form: Mapping[str, str]) -> WebexResponse:
+        """The refresh grant for `AccessToken`: form fields, no bearer token, normal retries."""
+        # Safe to resend whatever the failure: a refresh creates nothing in the org, and the
+        # refresh token stays valid when Webex hands out a new access token.
+        call = _Call("POST", "/access_token", form=form, resend_unknown=True)
+        return self._retrying(call)(self._send, call, None)
+
+    def _send(self, call: _Call, token: str | None) -> WebexResponse:
+        """Wait for a turn, send once (with `token` as bearer if given), map the outcome."""
         self._counters.add_wait("throttle", self._throttle.wait_turn())
-        request = self._http.build_request(method, target, params=params, json=body)
+        method = call.method
+        request = self._http.build_request(
+            method, call.target, params=call.params, json=call.json, data=call.form
+        )
+        if token is not None:
+            request.headers["Authorization"] = f"Bearer {token}"
         path = request.url.path
         self._counters.add("requests_sent")
         try:
@@ -319,19 +386,19 @@ class WebexClient:
         except httpx.HTTPError as exc:
             self._counters.add("transport_errors")
             error = _transport_error(exc, method, path)
-            self._note_unknown_outcome(error, resend_unknown)
+            self._note_unknown_outcome(error, call.resend_unknown)
             raise error from exc
         status = response.status_code
         self._counters.add_status(status)
-        if status in ok:
+        if status in call.ok:
             self._throttle.on_accepted()
             return read_success(response, method, path)
-        error = self._status_error(response, method, path, ok)
+        error = self._status_error(response, method, path, call.ok)
         if status in THROTTLE_STATUSES:
             self._on_throttled(status, error)
         elif status < 500:
             self._throttle.on_accepted()  # an answer on its merits: the rate was acceptable
-        self._note_unknown_outcome(error, resend_unknown)
+        self._note_unknown_outcome(error, call.resend_unknown)
         raise error
 
     def _status_error(

@@ -14,8 +14,9 @@ each answer went (`on_throttled`, `on_accepted`):
   slots under a lock and sleeping outside it. The client's `adaptive_rate_limit=False` leaves it
   out.
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
-  class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them as a
-  frozen `ClientStats`, stored per batch by the executor and shown by `ledger status`.
+  class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
+  with the count of token refreshes, as a frozen `ClientStats`, stored per batch by the executor
+  and shown by `ledger status`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class ClientStats:
     status_429: int = 0
     status_423: int = 0
     transport_errors: int = 0
+    token_refreshes: int = 0
     responses_2xx: int = 0
     responses_3xx: int = 0
     responses_4xx: int = 0
@@ -231,7 +233,7 @@ class RequestCounters:
         with self._lock:
             self._waits[kind] += seconds
 
-    def snapshot(self, rate: float | None) -> ClientStats:
+    def snapshot(self, rate: float | None, *, token_refreshes: int = 0) -> ClientStats:
         with self._lock:
             return ClientStats(
                 requests_sent=self._counts["requests_sent"],
@@ -239,6 +241,7 @@ class RequestCounters:
                 status_429=self._counts["status_429"],
                 status_423=self._counts["status_423"],
                 transport_errors=self._counts["transport_errors"],
+                token_refreshes=token_refreshes,
                 responses_2xx=self._by_class[2],
                 responses_3xx=self._by_class[3],
                 responses_4xx=self._by_class[4],

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger.config import Settings
 from ledger.connection_client import WebexClient
 from ledger.error_handling import (
     ConfigError,
@@ -40,27 +39,10 @@ from ledger.logs import (
 )
 from ledger.pacing import AdaptiveRateLimiter, Throttle
 from ledger.responses import parse_retry_after, require_fields, require_list, require_str
+from tests.support.client import BASE, TOKEN, make_settings
 from tests.support.clock import WALL_START, FakeTime
 
-TOKEN = "NjQ0ZTk0secret-token-value_0123456789abcdef"
-BASE = "https://webex.test/v1"
-
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "WEBEX_ACCESS_TOKEN": TOKEN,
-        "WEBEX_BASE_URL": BASE,
-        "MAX_RETRIES": 3,
-        "RETRY_BACKOFF_S": 0.5,
-        "RETRY_AFTER_CAP_S": 60.0,
-        "RETRY_AFTER_DEFAULT_S": 5.0,
-        "REQUEST_TIMEOUT_S": 7.0,
-        "LEDGER_CONCURRENCY": 4,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
 
 
 class Recorder:
