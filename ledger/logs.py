@@ -37,6 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ledger.error_handling import ConfigError
+from ledger.records import iso
 
 LOGGER_NAME = "ledger"
 
@@ -116,13 +117,12 @@ class _ContextFilter(logging.Filter):
 
 
 def _iso_utc(created: float) -> str:
-    stamp = datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
+    return iso(datetime.fromtimestamp(created, tz=UTC), timespec="milliseconds")
 
 
 def _json_default(value: object) -> str:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return iso(value)
     return str(value)
 
 

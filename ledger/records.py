@@ -100,11 +100,11 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def iso(value: datetime) -> str:
+def iso(value: datetime, timespec: str = "auto") -> str:
     """ISO 8601 UTC with a `Z`: the one format of every timestamp `ledger` writes out."""
     if value.tzinfo is None:  # stored UTC, handed back naive by SQLite
-        return value.isoformat() + "Z"
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return value.isoformat(timespec=timespec) + "Z"
+    return value.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def entity_of_step(step: str | None, email: str, location_name: str) -> tuple[EntityType, str]:
