@@ -145,7 +145,8 @@ def status_renderables(status: RunStatus) -> list[RenderableType]:
         + ("" if rate is None else f" ({format_rate(rate)})")
         + f" · ETA {format_duration(status.throughput.eta_s)}",
         f"requests  {requests.requests} · {requests.retries} retries · "
-        f"{requests.throttled} throttled (429) · {requests.wait_s:.1f}s waited",
+        f"{requests.throttled} throttled (429) · "
+        f"{requests.wait_s:.1f}s waited in backoffs and pauses (summed over threads)",
         f"checkpoint batch {status.checkpoint.last_completed_batch_id} "
         f"(row {status.checkpoint.last_completed_row_id})",
     ]
