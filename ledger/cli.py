@@ -248,6 +248,9 @@ def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -
         f"run {run.id}: {report.batches} batch(es) · {report.success} success · "
         f"{report.pending} pending this session · artifacts in {settings.LEDGER_OUTPUT_DIR}"
     )
+    if report.breaker_message is not None:  # stopped before its first claim
+        console.print_failure(report.breaker_message)
+        return EXIT_BREAKER
     if report.ended == "breaker":
         console.print_err(
             "ledger: circuit breaker: most rows failed with 401/403. Check WEBEX_ACCESS_TOKEN "

@@ -7,6 +7,9 @@ transaction is open while a request is in flight. Failures of the outside world 
 rows and log lines; nothing raised by a row stops the run. The circuit breaker and
 SIGINT/SIGTERM stop the run between rows: rows not started go back to `ready`. After every
 batch the worker's request counters and the artifacts are refreshed.
+
+Before the first claim, one read checks the token, its scopes, the org and the base URL
+(`preflight`); when it fails, the run stops with every row still ready.
 """
 
 from __future__ import annotations
@@ -29,10 +32,16 @@ from ledger.connection_client import WebexClient
 from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError, is_auth_failure
 from ledger.locations import LocationProvisioner
+from ledger.preflight import preflight
 from ledger.records import ClaimedRow, Failure, RowStatus, RunInfo, WorkEnd
 from ledger.reports import outcome_counts, snapshot
-from ledger.row_runner import RowRunner, lookup_license
-from ledger.state_store import release_rows, reset_failed_entities, save_worker_stats
+from ledger.row_runner import LicenseLookup, RowRunner, lookup_license
+from ledger.state_store import (
+    release_rows,
+    reset_failed_entities,
+    run_is_finished,
+    save_worker_stats,
+)
 from ledger.writers import export_all
 
 if TYPE_CHECKING:
@@ -54,6 +63,7 @@ class WorkReport:
     success: int = 0
     pending: int = 0
     released: int = 0
+    # Set when `work` stopped before its first claim: the likely cause, in one line.
     breaker_message: str | None = None
 
 
@@ -93,6 +103,8 @@ class Worker:
         self.sleep = sleep
         self.breaker = threading.Event()
         self.rows = RowRunner(settings, ledger, client)
+        # The preflight's license lookup, kept for the first batch (then looked up per batch).
+        self._license: LicenseLookup | None = None
 
     def run(self) -> WorkReport:
         settings = self.settings
@@ -105,6 +117,10 @@ class Worker:
         )
         state = BatchState()
         report = WorkReport(ended=WorkEnd.FINISHED)
+        # A finished run needs no request at all; any other is checked before its first claim.
+        if not run_is_finished(self.ledger, self.run_info.id) and not self._preflight(report):
+            self._refresh_artifacts()
+            return report
         # A location that failed in an earlier session (a 401 before the token was fixed, an
         # outage) gets one more chance; rows already pending because of it wait for `retry`.
         reset_failed_entities(self.ledger, self.run_info.id)
@@ -138,6 +154,27 @@ class Worker:
         self._refresh_artifacts()
         return report
 
+    def _preflight(self, report: WorkReport) -> bool:
+        """Whether the token, org and base URL work (see `preflight`); if not, say why."""
+        settings = self.settings
+        checked = preflight(self.client, settings.WEBEX_CALLING_LICENSE, settings.WEBEX_BASE_URL)
+        if checked.failure is None:
+            self._license = checked.license
+            return True
+        error = checked.license.error
+        # A warning, not an error: the command tells the operator, in one line of its own.
+        logger.warning(
+            f"preflight failed: {checked.failure}",
+            extra={
+                "event": "preflight_failed",
+                "http_status": error.http_status if error is not None else None,
+                "tracking_id": error.tracking_id if error is not None else None,
+            },
+        )
+        report.ended = WorkEnd.BREAKER
+        report.breaker_message = checked.failure
+        return False
+
     def _work_batch(
         self,
         batch_no: int,
@@ -151,7 +188,10 @@ class Worker:
             "batch start",
             extra={"event": "batch_start", "batch_id": batch_id, "rows": len(rows)},
         )
-        calling_license = lookup_license(self.client, self.settings.WEBEX_CALLING_LICENSE)
+        calling_license = self._license or lookup_license(
+            self.client, self.settings.WEBEX_CALLING_LICENSE
+        )
+        self._license = None
         locations = provisioner.ensure(rows)
         tally = _BatchTally()
         unstarted: list[ClaimedRow] = []

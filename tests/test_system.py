@@ -24,6 +24,7 @@ import pytest
 
 from ledger.simulator.faults import FaultConfig
 from ledger.simulator.sample import write_sample_csv
+from tests.support.revoked import running_revoked_simulator
 from tests.support.system import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -262,7 +263,9 @@ def test_circuit_breaker_exits_3_then_retry_after_the_fix_completes(tmp_path: Pa
     csv_path = tmp_path / "users.csv"
     sample = write_sample_csv(csv_path, 120, locations=2, invalid_rows=2, seed=4)
     valid = 120 - sample.invalid_rows
-    with running_simulator(FaultConfig(auth_failure=401)) as sim:
+    # The token is revoked after the preflight read: one refused from the start stops `work`
+    # before any row (test_work_preflight.py).
+    with running_revoked_simulator() as sim:
         ws = Workspace(tmp_path / "w")
         env = ledger_env(ws, sim.base_url, BATCH_SIZE=60, LEDGER_CONCURRENCY=4)
         ingest(ws, env, csv_path)

@@ -22,6 +22,7 @@ from ledger.state_store import retry_rows
 from tests.support.cli import LedgerEnv, assert_exit, invoke
 from tests.support.csvfiles import write_csv
 from tests.support.people import HQ_VALUES, person, phone
+from tests.support.revoked import RevokedAfterPreflight
 from tests.support.scripted import Scripted, error
 from tests.support.work import Jobs, Traffic, mark
 
@@ -542,10 +543,14 @@ def test_a_worker_whose_claim_was_taken_over_cannot_record_over_the_new_owner(jo
 # --- circuit breaker ----------------------------------------------------------------------------
 
 
+# A token refused from the start stops `work` before any row (test_work_preflight.py): the
+# breaker is for a token revoked mid-run, which RevokedAfterPreflight plays.
+
+
 def test_the_circuit_breaker_stops_work_and_leaves_unworked_rows_ready(jobs: Jobs) -> None:
     job = jobs.start(
         [person(n) for n in range(1, 61)],
-        faults=FaultConfig(auth_failure=401),
+        sim=RevokedAfterPreflight(clock=jobs.time.monotonic),
         BATCH_SIZE=30,
         LEDGER_CONCURRENCY=4,
     )
@@ -570,7 +575,7 @@ def test_the_circuit_breaker_stops_work_and_leaves_unworked_rows_ready(jobs: Job
 def test_after_the_breaker_and_a_fixed_token_the_ready_rows_succeed(jobs: Jobs) -> None:
     job = jobs.start(
         [person(n) for n in range(1, 31)],
-        faults=FaultConfig(auth_failure=401),
+        sim=RevokedAfterPreflight(clock=jobs.time.monotonic),
         BATCH_SIZE=30,
         LEDGER_CONCURRENCY=1,
     )
@@ -587,7 +592,7 @@ def test_the_circuit_breaker_exits_3_through_the_cli(
     tmp_path: Path, ledger_env: LedgerEnv, jobs: Jobs
 ) -> None:
     csv_path = write_csv(tmp_path / "people.csv", COLUMNS, [person(n) for n in range(1, 61)])
-    sim = jobs.simulator(FaultConfig(auth_failure=401))
+    sim = RevokedAfterPreflight(clock=jobs.time.monotonic)
     env = {"BATCH_SIZE": "30", "LEDGER_CONCURRENCY": "2", "RETRY_BACKOFF_S": "0.01"}
     assert_exit(invoke("ingest", str(csv_path), "--db", ledger_env.db_url, env=env), 0)
 
