@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 
 def default_worker_id() -> str:
+    """`host:pid`: a claim of a process of this host that died is taken over at once."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -3,11 +3,14 @@ given back, leases kept alive by the heartbeat, and pending rows put back by `re
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
 
 from ledger.database import Ledger
 from ledger.error_handling import InvariantError
@@ -37,21 +40,23 @@ def new_token() -> str:
 def claim_batch(
     ledger: Ledger, run_id: int, worker_id: str, limit: int, lease_s: float
 ) -> list[ClaimedRow]:
-    """Claim up to `limit` ready rows (or rows whose lease expired), lowest batch first."""
+    """Claim up to `limit` ready rows (or rows whose lease expired, or held by a worker of this
+    host that died: see `_dead_local_holders`), lowest batch first."""
     if limit < 1:
         raise InvariantError(f"claim limit must be positive, got {limit}")
     now = utcnow()
     token = new_token()
     with ledger.write() as session:
+        claimable = [
+            Row.status == RowStatus.READY,
+            and_(Row.status == RowStatus.CLAIMED, Row.lease_expires_at < now),
+        ]
+        dead = _dead_local_holders(session, run_id, now)
+        if dead:
+            claimable.append(and_(Row.status == RowStatus.CLAIMED, Row.claimed_by.in_(dead)))
         query = (
             select(Row.id)
-            .where(
-                Row.run_id == run_id,
-                or_(
-                    Row.status == RowStatus.READY,
-                    and_(Row.status == RowStatus.CLAIMED, Row.lease_expires_at < now),
-                ),
-            )
+            .where(Row.run_id == run_id, or_(*claimable))
             .order_by(Row.batch_id, Row.row_id)
             .limit(limit)
         )
@@ -102,6 +107,51 @@ def claim_batch(
             )
         )
     return claimed
+
+
+# No more distinct holders than this are examined per claim: a bound, far above any number
+# of workers one ledger sees at once.
+MAX_HOLDERS_EXAMINED = 256
+
+
+def _dead_local_holders(session: Session, run_id: int, now: datetime) -> list[str]:
+    """Workers of this host that hold live leases on the run's rows but whose process is gone.
+
+    Their rows need not wait out the lease: a `host:pid` whose host is this one and whose pid
+    no longer exists can never renew it. Taking the rows gives them a new token, so if such a
+    worker were somehow still writing, its fence would still fail.
+    """
+    holders = session.scalars(
+        select(Row.claimed_by)
+        .where(
+            Row.run_id == run_id,
+            Row.status == RowStatus.CLAIMED,
+            Row.lease_expires_at >= now,
+            Row.claimed_by.is_not(None),
+        )
+        .distinct()
+        .limit(MAX_HOLDERS_EXAMINED)
+    )
+    host = socket.gethostname()
+    return [holder for holder in holders if holder and is_dead_local_worker(holder, host)]
+
+
+def is_dead_local_worker(worker_id: str, host: str) -> bool:
+    """Whether `worker_id` (`host:pid`, as `work` names itself) is a process of `host` (this
+    machine) that no longer exists. Anything else, and any doubt, is "alive"."""
+    name, colon, pid_text = worker_id.rpartition(":")
+    if not colon or name != host or not (pid_text.isascii() and pid_text.isdigit()):
+        return False
+    pid = int(pid_text)
+    if pid <= 0 or pid == os.getpid():  # 0 would signal our own process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # PermissionError: alive, another user's
+        return False
+    return False
 
 
 def claim_entity(
