@@ -1,8 +1,9 @@
 """The typer app. Each command parses its arguments, calls one core function, and turns a
 domain error into one line on stderr and an exit code (SPEC section 1):
 
-    0 done · 2 bad usage, configuration or input · 3 circuit breaker · 4 interrupted or
-    MAX_BATCHES with rows still ready · 1 internal error (traceback in the log file only)
+    0 done · 2 bad usage, configuration or input (for `work`, also: its artifacts could not
+    be written) · 3 circuit breaker, or `work`'s preflight · 4 interrupted or MAX_BATCHES with
+    rows still ready · 1 internal error (traceback in the log file only)
 
 What a command prints goes through `ledger.console`.
 """
@@ -244,10 +245,16 @@ def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         shutdown_logging()
+    written = "" if report.artifacts_error else f" · artifacts in {settings.LEDGER_OUTPUT_DIR}"
     console.print_out(
         f"run {run.id}: {report.batches} batch(es) · {report.success} success · "
-        f"{report.pending} pending this session · artifacts in {settings.LEDGER_OUTPUT_DIR}"
+        f"{report.pending} pending this session{written}"
     )
+    if report.artifacts_error:
+        console.print_failure(
+            f"{report.artifacts_error}; the ledger keeps every outcome: "
+            "`ledger export --out DIR` writes them elsewhere"
+        )
     if report.breaker_message is not None:  # stopped before its first claim
         console.print_failure(report.breaker_message)
         return EXIT_BREAKER
@@ -258,6 +265,8 @@ def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -
             "stay ready."
         )
         return EXIT_BREAKER
+    if report.artifacts_error:
+        return EXIT_USAGE
     if report.ended == "finished" and run_is_finished(ledger, run.id):
         return EXIT_OK
     console.print_err(

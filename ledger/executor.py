@@ -42,7 +42,7 @@ from ledger.state_store import (
     run_is_finished,
     save_worker_stats,
 )
-from ledger.writers import export_all
+from ledger.writers import ArtifactFolderError, export_all
 
 if TYPE_CHECKING:
     from ledger.progress import ProgressSink
@@ -66,6 +66,8 @@ class WorkReport:
     released: int = 0
     # Set when `work` stopped before its first claim: the likely cause, in one line.
     breaker_message: str | None = None
+    # Why the last refresh of the artifacts failed (folder and OS reason); None once written.
+    artifacts_error: str | None = None
 
 
 @dataclass
@@ -120,7 +122,7 @@ class Worker:
         report = WorkReport(ended=WorkEnd.FINISHED)
         # A finished run needs no request at all; any other is checked before its first claim.
         if not run_is_finished(self.ledger, self.run_info.id) and not self._preflight(report):
-            self._refresh_artifacts()
+            self._refresh_artifacts(report)
             return report
         # A location that failed in an earlier session (a 401 before the token was fixed, an
         # outage) gets one more chance; rows already pending because of it wait for `retry`.
@@ -152,7 +154,7 @@ class Worker:
             report.ended = WorkEnd.STOPPED
         else:
             report.ended = state.ended
-        self._refresh_artifacts()
+        self._refresh_artifacts(report)
         return report
 
     def _preflight(self, report: WorkReport) -> bool:
@@ -218,7 +220,7 @@ class Worker:
         report.success += tally.success
         report.pending += tally.pending
         self._save_stats()
-        self._refresh_artifacts()
+        self._refresh_artifacts(report)
         elapsed = time.monotonic() - started
         logger.info(
             "batch end",
@@ -278,7 +280,10 @@ class Worker:
             wait_s=stats.retry_wait_s + stats.throttle_wait_s,
         )
 
-    def _refresh_artifacts(self) -> None:
+    def _refresh_artifacts(self, report: WorkReport) -> None:
+        """Write the artifacts. A folder that cannot take them does not stop the run (the ledger
+        holds every outcome); the failure is logged and kept in `report` until a refresh
+        succeeds, so a run whose last refresh failed can say so."""
         try:
             export_all(self.ledger, self.run_info, self.out_dir)
         except InvariantError as error:
@@ -287,6 +292,13 @@ class Worker:
             logger.error(
                 f"artifacts not written: {error.strerror}", extra={"event": "export_failed"}
             )
+            report.artifacts_error = (
+                str(error)
+                if isinstance(error, ArtifactFolderError)
+                else f"cannot write the artifacts to {self.out_dir}: {error.strerror or error}"
+            )
+        else:
+            report.artifacts_error = None
 
 
 def work_run(
