@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # After a create whose outcome is unknown, how long a lookup miss is re-checked before
     # creating again (Webex may take a while to show a new person in the lookup by email).
     LOOKUP_SETTLE_S: float = Field(default=20.0, ge=0, le=600)
+    # The shortest interval between two refreshes of the artifacts during `work` (0: after
+    # every batch). Each one rewrites every file, so a 20,000-row run must not do it per batch.
+    LEDGER_REFRESH_S: float = Field(default=15.0, ge=0, le=86_400)
     # The longest a `ledger sql` query may run (and wait for a lock) before it is stopped.
     LEDGER_SQL_TIMEOUT_S: float = Field(default=30.0, gt=0, le=86_400)
 

@@ -6,7 +6,8 @@ in threads (`row_runner`). Each step's outcome is committed before the next step
 transaction is open while a request is in flight. Failures of the outside world become pending
 rows and log lines; nothing raised by a row stops the run. The circuit breaker and
 SIGINT/SIGTERM stop the run between rows: rows not started go back to `ready`. After every
-batch the worker's request counters and the artifacts are refreshed.
+batch the worker's request counters are saved, and the artifacts rewritten once
+LEDGER_REFRESH_S has passed since they last were; they are always written when `work` stops.
 
 Before the first claim, one read checks the token, its scopes, the org and the base URL
 (`preflight`); when it fails, the run stops with every row still ready.
@@ -94,6 +95,7 @@ class Worker:
         worker_id: str | None = None,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -104,6 +106,8 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.stop = stop or threading.Event()
         self.sleep = sleep
+        self.clock = clock
+        self._refreshed_at = 0.0  # when the artifacts were last written (set as run() starts)
         self.breaker = threading.Event()
         self.rows = RowRunner(settings, ledger, client)
         # The preflight's license lookup, kept for the first batch (then looked up per batch).
@@ -120,6 +124,7 @@ class Worker:
         )
         state = BatchState()
         report = WorkReport(ended=WorkEnd.FINISHED)
+        self._refreshed_at = self.clock()
         # A finished run needs no request at all; any other is checked before its first claim.
         if not run_is_finished(self.ledger, self.run_info.id) and not self._preflight(report):
             self._refresh_artifacts(report)
@@ -220,7 +225,8 @@ class Worker:
         report.success += tally.success
         report.pending += tally.pending
         self._save_stats()
-        self._refresh_artifacts(report)
+        if self.clock() - self._refreshed_at >= self.settings.LEDGER_REFRESH_S:
+            self._refresh_artifacts(report)
         elapsed = time.monotonic() - started
         logger.info(
             "batch end",
@@ -284,6 +290,7 @@ class Worker:
         """Write the artifacts. A folder that cannot take them does not stop the run (the ledger
         holds every outcome); the failure is logged and kept in `report` until a refresh
         succeeds, so a run whose last refresh failed can say so."""
+        self._refreshed_at = self.clock()
         try:
             export_all(self.ledger, self.run_info, self.out_dir)
         except InvariantError as error:

@@ -6,11 +6,17 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from contextlib import closing
+from pathlib import Path
 
+import pytest
 from typer.testing import Result
 
+import ledger.executor as executor
+from ledger.database import Ledger
+from ledger.records import RunInfo
 from ledger.row_rules import COLUMNS
 from ledger.simulator import Simulator, running_server
+from ledger.writers import ExportReport, export_all
 from tests.support.cli import LedgerEnv, assert_exit, invoke
 from tests.support.csvfiles import read_csv, write_csv
 from tests.support.people import person
@@ -57,3 +63,48 @@ def test_work_whose_artifacts_cannot_be_written_exits_2_naming_the_folder(
     assert {line["row_id"] for line in read_csv(elsewhere / "results.csv")} == {
         str(n) for n in range(1, ROWS + 1)
     }
+
+
+@pytest.fixture
+def exports(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every export `work` makes, by folder (each still writes the files)."""
+    made: list[Path] = []
+
+    def counted(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
+        made.append(out_dir)
+        return export_all(ledger, run, out_dir)
+
+    monkeypatch.setattr(executor, "export_all", counted)
+    return made
+
+
+def test_a_long_refresh_interval_writes_the_artifacts_once_when_work_stops(
+    ledger_env: LedgerEnv, exports: list[Path]
+) -> None:
+    ingested(ledger_env)  # four batches of two
+
+    result = work(ledger_env, LEDGER_REFRESH_S="3600")
+
+    assert_exit(result, 0)
+    assert "4 batch(es)" in result.stdout
+    assert exports == [ledger_env.out_dir]  # not once per batch: once, at the end
+    success_rows = {line["row_id"] for line in read_csv(ledger_env.out_dir / "results.csv")}
+    assert success_rows == {str(n) for n in range(1, ROWS + 1)}
+
+
+def test_a_refresh_interval_of_0_writes_the_artifacts_after_every_batch(
+    ledger_env: LedgerEnv, exports: list[Path]
+) -> None:
+    ingested(ledger_env)
+
+    result = work(ledger_env, LEDGER_REFRESH_S="0")
+
+    assert_exit(result, 0)
+    assert len(exports) == 4 + 1  # every batch, and when work stops
+
+
+def test_a_bad_refresh_interval_is_a_configuration_error(ledger_env: LedgerEnv) -> None:
+    ingested(ledger_env)
+    result = work(ledger_env, LEDGER_REFRESH_S="-1")
+    assert_exit(result, 2)
+    assert "LEDGER_REFRESH_S" in result.stderr
