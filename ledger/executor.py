@@ -165,7 +165,12 @@ class Worker:
     def _preflight(self, report: WorkReport) -> bool:
         """Whether the token, org and base URL work (see `preflight`); if not, say why."""
         settings = self.settings
-        checked = preflight(self.client, settings.WEBEX_CALLING_LICENSE, settings.WEBEX_BASE_URL)
+        checked = preflight(
+            self.client,
+            settings.WEBEX_CALLING_LICENSE,
+            settings.WEBEX_BASE_URL,
+            renewable=settings.WEBEX_REFRESH_TOKEN is not None,
+        )
         if checked.failure is None:
             self._license = checked.license
             return True

@@ -33,18 +33,21 @@ class Preflight:
     failure: str | None = None
 
 
-def preflight(client: WebexClient, license_name: str, base_url: str) -> Preflight:
+def preflight(
+    client: WebexClient, license_name: str, base_url: str, *, renewable: bool = False
+) -> Preflight:
     """Look the calling license up; a failure of that read is a failure of the whole setup.
 
     A license that is missing or has no unit left is not one: the rows it stops say so, each.
+    `renewable`: refresh credentials are set (the client already tried them on a 401).
     """
     found = lookup_license(client, license_name)
     if found.error is None:
         return Preflight(found)
-    return Preflight(found, likely_cause(found.error, base_url))
+    return Preflight(found, likely_cause(found.error, base_url, renewable=renewable))
 
 
-def likely_cause(error: WebexError, base_url: str) -> str:
+def likely_cause(error: WebexError, base_url: str, *, renewable: bool = False) -> str:
     """One line for the operator: which setting to check, and why."""
     url = _shown_url(base_url)
     if isinstance(error, RetryExhaustedError):
@@ -56,6 +59,12 @@ def likely_cause(error: WebexError, base_url: str) -> str:
         return (
             f"WEBEX_BASE_URL {url} kept failing ({error.message}): Webex may be down, or the "
             f"URL points elsewhere; {UNTOUCHED}"
+        )
+    if error.http_status == 401 and renewable:
+        return (
+            "Webex refused the token (401 on GET /licenses), even after renewing it: check "
+            "WEBEX_ACCESS_TOKEN, WEBEX_CLIENT_ID, WEBEX_CLIENT_SECRET and WEBEX_REFRESH_TOKEN; "
+            f"{UNTOUCHED}"
         )
     if error.http_status == 401:
         return (

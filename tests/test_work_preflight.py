@@ -17,7 +17,7 @@ import pytest
 from typer.testing import Result
 
 from ledger.row_rules import COLUMNS
-from ledger.simulator import FaultConfig, Simulator, running_server
+from ledger.simulator import FaultConfig, OAuthClient, Simulator, running_server
 from tests.support.cli import LedgerEnv, assert_exit, invoke
 from tests.support.csvfiles import write_csv
 from tests.support.people import person
@@ -128,6 +128,28 @@ def test_a_token_refused_from_the_start_stops_work_before_any_row(
     assert "an-expired-token" not in result.stdout + result.stderr
     assert_untouched(ledger_env)
     assert sim.total_requests == 1  # the one read
+
+
+def test_a_token_refused_even_after_renewal_names_the_refresh_credentials(
+    ledger_env: LedgerEnv,
+) -> None:
+    ingested(ledger_env)
+    credentials = OAuthClient()
+    sim = Simulator(faults=FaultConfig(auth_failure=401), token=TOKEN, oauth=credentials)
+    renewal = {
+        "WEBEX_CLIENT_ID": credentials.client_id,
+        "WEBEX_CLIENT_SECRET": credentials.client_secret,
+        "WEBEX_REFRESH_TOKEN": credentials.refresh_token,
+    }
+
+    with running_server(sim) as base_url:
+        variables = {**FAST, **renewal, "WEBEX_BASE_URL": base_url, "WEBEX_ACCESS_TOKEN": TOKEN}
+        result = invoke("work", "--db", ledger_env.db_url, "--quiet", env=variables)
+
+    line = the_line(result, "WEBEX_REFRESH_TOKEN")
+    assert "even after renewing it" in line
+    assert credentials.client_secret not in result.stderr
+    assert_untouched(ledger_env)
 
 
 @pytest.mark.parametrize(
