@@ -12,7 +12,9 @@ context knows its step's entity type and key). `ledger plan` can run lookup + de
 Creates are where duplicates come from, so a create is always preceded by a lookup, including
 when an earlier try's outcome is unknown: the step is recorded `started` (committed) before the
 POST, and a lookup that misses after such a try is re-checked for a while, because Webex can
-take time to show a new person in the lookup by email (`actions_common.create_once`).
+take time to show a new person in the lookup by email (`actions_common.create_once`). What such
+a lookup finds goes through the step's own decide like any lookup's find: a person Webex created
+without its calling part is completed by an update, never recorded as it is.
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ from ledger.actions_common import JSON, Plan, StepPending, failure_of
 from ledger.actions_row import (
     RowContext,
     apply_number,
-    apply_settings,
     apply_user,
     decide_number,
     decide_user,
     delete_person,
+    extension_taken,
     holds_license,
     lookup_number,
     lookup_user,
     number_applies,
+)
+from ledger.actions_settings import (
+    apply_settings,
     settings_applies,
     settings_decide,
     settings_lookup,
@@ -57,6 +62,7 @@ __all__ = [
     "StepPending",
     "StepSpec",
     "delete_person",
+    "extension_taken",
     "failure_of",
     "find_license",
     "holds_license",

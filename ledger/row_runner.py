@@ -105,7 +105,7 @@ class RowRunner:
             name for name, state in row.steps.items() if state.status in CHANGED_STEP_STATUSES
         ]
         current = StepName.LOCATION
-        compensate_id: str | None = None
+        ctx: registry.RowContext | None = None
         try:
             if location.failure is not None:
                 current = location.failure.step
@@ -128,25 +128,33 @@ class RowRunner:
                 settle_s=self.settings.LOOKUP_SETTLE_S,
                 max_attempts=self.settings.MAX_RETRIES + 1,
                 mark_started=lambda started: record_step(self.ledger, row, started, lease_s=lease),
-                unknown_outcome=frozenset(
-                    name for name, state in row.steps.items() if state.status == StepStatus.STARTED
-                ),
+                unknown_outcome={
+                    name: self.settings.LOOKUP_SETTLE_S
+                    for name, state in row.steps.items()
+                    if state.status == StepStatus.STARTED
+                },
                 user_id=user_done.remote_id if user_done is not None else None,
             )
             if calling_license.problem and user_done is None:
                 # No unit left: only a user who already holds the license can go on. The
                 # lookup is the user step's own (memoised), so this costs no request.
                 current = StepName.USER
-                person = ctx.person(settle=StepName.USER in ctx.unknown_outcome)
+                person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
                 if not registry.holds_license(person, license_id):
                     raise registry.StepPending(
                         ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem
                     )
+            # A row that was pending before (a failed step on record) is back after `retry`:
+            # what its steps did then may no longer hold (a person found after a create whose
+            # answer was lost may lack its calling part), so each is looked up again; only
+            # what differs is written.
+            recheck = any(state.status == StepStatus.FAILED for state in row.steps.values())
             for spec in registry.ROW_STEPS:
                 if not spec.applies(row.user):
                     continue
                 current = spec.name
-                if row.step_done(spec.name):
+                done = row.step_done(spec.name)
+                if done and not recheck:
                     continue
                 with bind_log_context(step=spec.name):
                     plan = spec.decide(ctx, spec.lookup(ctx))
@@ -154,9 +162,9 @@ class RowRunner:
                         raise registry.StepPending(
                             plan.reason or ReasonCode.CONFLICT, plan.message or "", None
                         )
+                    if done and plan.action == "unchanged":
+                        continue  # as recorded: nothing to write, nothing new to record
                     outcome = spec.apply(ctx, plan)
-                if spec.name == StepName.USER and outcome.status == StepStatus.CREATED:
-                    compensate_id = outcome.remote_id
                 record_step(self.ledger, row, outcome, lease_s=lease)
                 if outcome.changed:
                     changed.append(spec.name)
@@ -183,8 +191,9 @@ class RowRunner:
                     failure.http_status,
                     current,
                 )
-            if compensate_id and self.settings.ENABLE_SAFE_COMPENSATION:
-                failure = self._compensate(row, compensate_id, failure)
+            created_id = ctx.created_id if ctx is not None else None
+            if created_id and self.settings.ENABLE_SAFE_COMPENSATION:
+                failure = self._compensate(row, created_id, failure)
             self._record_pending(row, failure, error)
             return failure
 
