@@ -31,6 +31,7 @@ from ledger.records import (
     StepOutcome,
     StepStatus,
     entity_of_step,
+    utcnow,
 )
 from ledger.state_store import finish_row, record_step, record_steps
 
@@ -128,11 +129,7 @@ class RowRunner:
                 settle_s=self.settings.LOOKUP_SETTLE_S,
                 max_attempts=self.settings.MAX_RETRIES + 1,
                 mark_started=lambda started: record_step(self.ledger, row, started, lease_s=lease),
-                unknown_outcome={
-                    name: self.settings.LOOKUP_SETTLE_S
-                    for name, state in row.steps.items()
-                    if state.status == StepStatus.STARTED
-                },
+                unknown_outcome=self._settle_left(row),
                 user_id=user_done.remote_id if user_done is not None else None,
             )
             if calling_license.problem and user_done is None:
@@ -196,6 +193,23 @@ class RowRunner:
                 failure = self._compensate(row, created_id, failure)
             self._record_pending(row, failure, error)
             return failure
+
+    def _settle_left(self, row: ClaimedRow) -> dict[StepName, float]:
+        """The steps an earlier try left `started`, each with how long its lookups must still
+        allow for Webex's lag: LOOKUP_SETTLE_S from when its create was sent. A row reclaimed
+        again and again (a crash loop) spends the settle once, not once per claim."""
+        settle_s = self.settings.LOOKUP_SETTLE_S
+        now = utcnow()
+        left: dict[StepName, float] = {}
+        for name, state in row.steps.items():
+            if state.status != StepStatus.STARTED:
+                continue
+            if state.started_at is None:  # not known: allow for all of it
+                left[name] = settle_s
+                continue
+            since = (now - state.started_at).total_seconds()
+            left[name] = min(settle_s, max(0.0, settle_s - since))
+        return left
 
     def _record_shared_steps(
         self, row: ClaimedRow, location: LocationOutcome, changed: list[StepName]
