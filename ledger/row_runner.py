@@ -110,7 +110,7 @@ class RowRunner:
         try:
             if location.failure is not None:
                 current = location.failure.step
-                raise _location_pending(location, location.failure, row.row_id)
+                raise _location_pending(location, location.failure)
             location_id = self._record_shared_steps(row, location, changed)
             license_id = calling_license.license_id
             if license_id is None:
@@ -313,13 +313,12 @@ class RowRunner:
         )
 
 
-def _location_pending(
-    location: LocationOutcome, failure: Failure, row_id: int
-) -> registry.StepPending:
-    """Why a row of a location that failed is pending: the location's own reason for the row
-    that tried it (or when the file does not define it), `dependency_failed` for the others."""
-    reason, message = failure.reason, failure.message
-    if reason != ReasonCode.LOCATION_UNDEFINED and location.by_row != row_id:
-        message = f"location {location.name!r}: {reason}: {message}"
-        reason = ReasonCode.DEPENDENCY_FAILED
-    return registry.StepPending(reason, message, failure.http_status)
+def _location_pending(location: LocationOutcome, failure: Failure) -> registry.StepPending:
+    """Why a row of a location that failed is pending: the location's own reason code, for every
+    row it stopped (so that `ledger retry --reason CODE` after fixing that cause brings them all
+    back), with a message naming the location. A location that failed without a reason code of
+    its own reaches here as `dependency_failed` (`state_store.entities`)."""
+    message = failure.message
+    if f"location {location.name!r}" not in message:
+        message = f"location {location.name!r}: {message}"
+    return registry.StepPending(failure.reason, message, failure.http_status)

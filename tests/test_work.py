@@ -320,7 +320,7 @@ def test_a_location_absent_and_without_values_is_location_undefined(jobs: Jobs) 
     assert job.sim.locations_created_by_name() == {"HQ": 1}
 
 
-def test_the_other_rows_of_a_location_that_failed_are_dependency_failed(jobs: Jobs) -> None:
+def test_every_row_of_a_location_that_failed_carries_its_reason(jobs: Jobs) -> None:
     sim = jobs.simulator()
     scripted = Scripted(sim)
     scripted.on("POST", r"^/v1/locations$", error(403, "not a full admin"), repeat=True)
@@ -335,11 +335,12 @@ def test_the_other_rows_of_a_location_that_failed_are_dependency_failed(jobs: Jo
         "location",
         403,
     )
-    assert (second.reason_code, second.reason_step) == ("dependency_failed", "location")
+    assert "HQ" in (first.reason_message or "")
+    assert (second.reason_code, second.reason_step) == ("forbidden", "location")
     assert "HQ" in (second.reason_message or "")
-    assert "forbidden" in (second.reason_message or "")
+    assert "not a full admin" in (second.reason_message or "")
     assert scripted.count("POST", r"^/v1/locations$") == 2  # HQ once, Branch once
-    assert job.pending()[2]["reason_code"] == "dependency_failed"
+    assert job.pending()[2]["reason_code"] == "forbidden"
     assert job.rows()[3].reason_code == "forbidden"  # Branch's own POST was refused too
 
 
@@ -429,7 +430,7 @@ def test_a_retry_after_calling_failed_reuses_the_created_location(jobs: Jobs) ->
         "calling",
         400,
     )
-    assert (second.reason_code, second.reason_step) == ("dependency_failed", "calling")
+    assert (second.reason_code, second.reason_step) == ("bad_request", "calling")
     assert job.pending()[1]["step"] == "calling"
     assert sim.locations_created_by_name() == {"HQ": 1}
 
