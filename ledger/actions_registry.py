@@ -19,7 +19,7 @@ without its calling part is completed by an update, never recorded as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,8 +61,8 @@ __all__ = [
     "RowContext",
     "StepPending",
     "StepSpec",
+    "blocked_before_writes",
     "delete_person",
-    "extension_taken",
     "failure_of",
     "find_license",
     "holds_license",
@@ -74,13 +74,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class StepSpec:
-    """A per-row step, as data. `lookup` only reads; `decide` is pure; `apply` writes."""
+    """A per-row step, as data. `lookup` only reads; `decide` is pure; `apply` writes.
+
+    Every step is looked up and decided before the row's first write, so that a row blocked
+    for a reason a lookup can see changes nothing, except a step whose lookup reads what an
+    earlier step writes (`reads_after`): it is decided before the first write only when that
+    step writes nothing, else when its turn comes.
+    """
 
     name: StepName
     applies: Callable[[UserRow], bool]
     lookup: Callable[[RowContext], Any]
     decide: Callable[[RowContext, Any], Plan]
     apply: Callable[[RowContext, Plan], StepOutcome]
+    reads_after: StepName | None = None
 
 
 def _always(_row: UserRow) -> bool:
@@ -90,8 +97,29 @@ def _always(_row: UserRow) -> bool:
 ROW_STEPS: tuple[StepSpec, ...] = (
     StepSpec(StepName.NUMBER, number_applies, lookup_number, decide_number, apply_number),
     StepSpec(StepName.USER, _always, lookup_user, decide_user, apply_user),
-    StepSpec(StepName.SETTINGS, settings_applies, settings_lookup, settings_decide, apply_settings),
+    # The settings of a person the user step creates or updates (a calling user only then)
+    # can only be read once it has.
+    StepSpec(
+        StepName.SETTINGS,
+        settings_applies,
+        settings_lookup,
+        settings_decide,
+        apply_settings,
+        reads_after=StepName.USER,
+    ),
 )
+
+
+def blocked_before_writes(ctx: RowContext, plans: Mapping[StepName, Plan]) -> Plan | None:
+    """A pending plan for what the steps' own lookups do not see but a write before the user's
+    would expose: the row's extension held by someone else in the location, when the row's
+    number must be added first (else the user's own create or update finds out, first)."""
+    number, user = plans.get(StepName.NUMBER), plans.get(StepName.USER)
+    if number is None or number.action != "create":
+        return None
+    if user is None or user.action not in ("create", "update"):
+        return None
+    return extension_taken(ctx, ctx.person(settle_s=ctx.settle_for(StepName.USER)))
 
 
 def steps_for(row: UserRow) -> list[StepName]:
