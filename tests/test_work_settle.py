@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from ledger.models import Row, StepRecord
@@ -88,12 +89,16 @@ def test_a_create_sent_a_moment_ago_is_settled_for_what_is_left(jobs: Jobs) -> N
     assert sim.people_created_by_email() == {"user1@example.com": 1}
 
 
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_failure_recorded_over_a_started_step_keeps_when_the_create_was_sent(
-    jobs: Jobs,
+    jobs: Jobs, engine: str, request: pytest.FixtureRequest
 ) -> None:
     sim = jobs.simulator()
     sim.add_location("HQ", calling=True)
-    job = jobs.start([person(1)], sim=sim, LOOKUP_SETTLE_S=SETTLE_S)
+    database: dict[str, str] = {}
+    if engine == "postgres":
+        database["LEDGER_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    job = jobs.start([person(1)], sim=sim, LOOKUP_SETTLE_S=SETTLE_S, **database)
     crash_after_marking_started(job, sent_ago_s=3600)
     held = claim_batch(job.ledger, job.run.id, "worker-2", 10, lease_s=60)
     failed = StepOutcome(
