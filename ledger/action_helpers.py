@@ -232,6 +232,11 @@ def person_has_number(person: JSON, phone_number: str, location_id: str) -> bool
     )
 
 
+def person_has_extension(person: JSON, extension: str, location_id: str) -> bool:
+    """Whether a calling user in `location_id` already has `extension`."""
+    return person.get("locationId") == location_id and person.get("extension") == extension
+
+
 def number_entry_of(person: JSON, phone_number: str, location_id: str) -> JSON:
     """The inventory entry a person's own number implies (owner: that person)."""
     return {

@@ -1,5 +1,6 @@
-"""The per-row steps: number, user and settings, each a lookup that only reads, a pure decide,
-and an apply that performs the plan's one write (registered in `actions_registry`).
+"""The per-row steps number and user (settings: `actions_settings`), each a lookup that only
+reads, a pure decide, and an apply that performs the plan's one write (registered in
+`actions_registry`); and the context they share while one row is worked.
 
 Also the one write that undoes a step: deleting a user this run created (compensation).
 """
@@ -7,27 +8,22 @@ Also the one write that undoes a step: deleting a user this run created (compens
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ledger import action_helpers as helpers
-from ledger.actions_common import JSON, Plan, StepPending, create_once, id_of
+from ledger.actions_common import JSON, Created, Plan, completed, create_once, id_of
 from ledger.connection_client import WebexClient
-from ledger.error_handling import ReasonCode, UnexpectedResponseError
+from ledger.error_handling import (
+    HTTPStatusError,
+    ReasonCode,
+    RetryableError,
+    RetryExhaustedError,
+    UnexpectedResponseError,
+)
 from ledger.records import EntityType, StepName, StepOutcome, StepStatus
 from ledger.row_rules import UserRow
 
 PEOPLE_PARAMS = {"callingData": "true"}
-VOICEMAIL_PUT_KEYS = (
-    "notifications",
-    "transferToNumber",
-    "enabled",
-    "sendAllCalls",
-    "sendBusyCalls",
-    "sendUnansweredCalls",
-    "emailCopyOfMessage",
-    "messageStorage",
-    "faxMessage",
-)
 
 
 @dataclass
@@ -38,35 +34,52 @@ class RowContext:
     row: UserRow
     location_id: str
     license_id: str
+    # After a create whose outcome is unknown, how long a lookup miss is re-checked.
     settle_s: float
     max_attempts: int
     # Called with the `started` outcome just before a create is sent: the ledger records it.
     mark_started: Callable[[StepOutcome], None]
-    # Steps an earlier try left `started`: their lookups must allow for Webex's lag.
-    unknown_outcome: frozenset[StepName] = frozenset()
+    # Steps an earlier try left `started` (their create's outcome is unknown), each with how
+    # long its lookups must still allow for Webex's lag: LOOKUP_SETTLE_S from when that create
+    # was sent, so a create sent long ago is decided by one lookup.
+    unknown_outcome: dict[StepName, float] = field(default_factory=dict)
     # The person id the ledger recorded when the user step succeeded in an earlier session:
     # the truth for that row, even while the lookup by email does not show the person yet.
     user_id: str | None = None
+    # The person this row's user step created in this session (what compensation deletes).
+    created_id: str | None = None
     _person: JSON | None = None
     _person_known: bool = False
+    _settled_s: float = 0.0
     observed: dict[str, JSON | None] = field(default_factory=dict)
 
-    def person(self, *, settle: bool = False) -> JSON | None:
-        """The person with the row's email, looked up once per row (again when settling)."""
-        if self._person_known and (self._person is not None or not settle):
+    def settle_for(self, step: StepName) -> float:
+        """How long a lookup for `step` must allow for lag (0 unless its outcome is unknown)."""
+        return self.unknown_outcome.get(step, 0.0)
+
+    def person(self, *, settle_s: float = 0.0) -> JSON | None:
+        """The row's person, looked up once per row (a miss again when asked to settle longer).
+
+        By the recorded id where the user step succeeded before (exact, and without the lag of
+        the lookup by email), else by email.
+        """
+        if self._person_known and (self._person is not None or settle_s <= self._settled_s):
             return self._person
-        self._person = find_person(
-            self.client, self.row.email, settle_s=self.settle_s if settle else 0
-        )
-        self._person_known = True
-        return self._person
+        found = None
+        if self.user_id is not None:
+            found = get_person(self.client, self.user_id, self.row.email)
+        if found is None:
+            found = find_person(self.client, self.row.email, settle_s=settle_s)
+        self._person, self._person_known, self._settled_s = found, True, settle_s
+        return found
 
     def forget_person(self) -> None:
         self._person_known = False
         self._person = None
+        self._settled_s = 0.0
 
     def remember_person(self, person: JSON) -> None:
-        """The person this row's user step created: what the next steps look at."""
+        """The person as this row's user step left it: what the next steps look at."""
         self._person = person
         self._person_known = True
 
@@ -114,6 +127,20 @@ def find_person(client: WebexClient, email: str, *, settle_s: float = 0) -> JSON
     return None
 
 
+def get_person(client: WebexClient, person_id: str, email: str) -> JSON | None:
+    """GET /people/{id}: the person a row recorded, or None when gone or no longer that email."""
+    try:
+        person = client.request("GET", f"/people/{person_id}", params=PEOPLE_PARAMS).body
+    except HTTPStatusError as error:
+        if error.http_status == 404:
+            return None
+        raise
+    if person is None or person.get("id") != person_id:
+        raise UnexpectedResponseError(f"GET /people/{{id}} did not give person {person_id}")
+    emails = [str(e).lower() for e in person.get("emails") or []]
+    return person if email in emails else None
+
+
 # --- number ----------------------------------------------------------------------------------
 
 
@@ -126,11 +153,16 @@ def lookup_number(ctx: RowContext) -> JSON | None:
     # The user step looks the person up anyway (memoised per row): a person who already has
     # this number in this location proves it is in the inventory and theirs, so a re-run
     # spends no request on the number.
-    person = ctx.person(settle=StepName.USER in ctx.unknown_outcome)
+    person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
     if person is not None and helpers.person_has_number(person, phone or "", ctx.location_id):
         own = helpers.number_entry_of(person, phone or "", ctx.location_id)
         ctx.observed["number"] = own
         return own
+    return _inventory_entry(ctx)
+
+
+def _inventory_entry(ctx: RowContext) -> JSON | None:
+    phone = ctx.row.phone_number
     response = ctx.client.request("GET", "/telephony/config/numbers", params={"phoneNumber": phone})
     entry = helpers.number_entry(response.require_list("phoneNumbers"), phone or "")
     ctx.observed["number"] = entry
@@ -150,7 +182,7 @@ def decide_number(ctx: RowContext, entry: JSON | None) -> Plan:
         )
     owner = helpers.number_owner_id(entry)
     if owner is not None:
-        person = ctx.person(settle=bool(ctx.unknown_outcome))
+        person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
         if person is None or person.get("id") != owner:
             return Plan(
                 "pending",
@@ -164,13 +196,22 @@ def apply_number(ctx: RowContext, plan: Plan) -> StepOutcome:
     if plan.action != "create" or plan.body is None:
         return ctx.outcome(StepName.NUMBER, StepStatus.UNCHANGED, plan.remote_id)
     # Adding a number that is already there is ignored by Webex: safe to resend.
-    response = ctx.client.request(
-        "POST",
-        f"/telephony/config/locations/{ctx.location_id}/numbers",
-        json=plan.body,
-        ok=(200, 201, 204),
-        safe_to_retry=True,
-    )
+    try:
+        response = ctx.client.request(
+            "POST",
+            f"/telephony/config/locations/{ctx.location_id}/numbers",
+            json=plan.body,
+            ok=(200, 201, 204),
+            safe_to_retry=True,
+        )
+    except (RetryExhaustedError, RetryableError, UnexpectedResponseError) as error:
+        # The answer was lost or garbled, not the write: the inventory tells whether the number
+        # is there now, and whether it is free for this row's person.
+        found = _inventory_entry(ctx)
+        if found is None or decide_number(ctx, found).action != "unchanged":
+            raise
+        outcome = ctx.outcome(StepName.NUMBER, StepStatus.CREATED, ctx.row.phone_number)
+        return replace(outcome, message=f"added; the answer was lost ({error.message})")
     return ctx.outcome(
         StepName.NUMBER,
         StepStatus.CREATED,
@@ -184,7 +225,7 @@ def apply_number(ctx: RowContext, plan: Plan) -> StepOutcome:
 
 
 def lookup_user(ctx: RowContext) -> JSON | None:
-    return ctx.person(settle=StepName.USER in ctx.unknown_outcome)
+    return ctx.person(settle_s=ctx.settle_for(StepName.USER))
 
 
 def decide_user(ctx: RowContext, person: JSON | None) -> Plan:
@@ -206,18 +247,41 @@ def decide_user(ctx: RowContext, person: JSON | None) -> Plan:
     return Plan("update", remote_id=person_id, body=changes)
 
 
+def extension_taken(ctx: RowContext, person: JSON | None) -> Plan | None:
+    """Pending `extension_in_use` when the row's extension belongs to someone else in its
+    location (GET /telephony/config/numbers?locationId=&extension=), else None.
+
+    Only asked where a write would otherwise come before the user's own write (the row's
+    number must be added first): elsewhere the user's create or update finds out by itself.
+    """
+    extension = ctx.row.extension
+    if extension is None:
+        return None
+    person_id = None if person is None else id_of(person)
+    if person is not None and helpers.person_has_extension(person, extension, ctx.location_id):
+        return None
+    response = ctx.client.request(
+        "GET",
+        "/telephony/config/numbers",
+        params={"locationId": ctx.location_id, "extension": extension},
+    )
+    for entry in response.require_list("phoneNumbers"):
+        if str(entry.get("extension") or "") != extension:
+            continue
+        owner = helpers.number_owner_id(entry)
+        if owner is not None and owner != person_id:
+            return Plan(
+                "pending",
+                remote_id=person_id,
+                reason=ReasonCode.EXTENSION_IN_USE,
+                message=f"extension {extension} is assigned to someone else in the location",
+            )
+    return None
+
+
 def apply_user(ctx: RowContext, plan: Plan) -> StepOutcome:
     if plan.action == "update" and plan.remote_id and plan.body is not None:
-        response = ctx.client.request(
-            "PUT", f"/people/{plan.remote_id}", params=PEOPLE_PARAMS, json=plan.body
-        )
-        return ctx.outcome(
-            StepName.USER,
-            StepStatus.UPDATED,
-            plan.remote_id,
-            http_status=response.status_code,
-            tracking_id=response.tracking_id,
-        )
+        return _update_person(ctx, plan)
     if plan.action != "create" or plan.body is None:
         return ctx.outcome(StepName.USER, StepStatus.UNCHANGED, plan.remote_id)
     body = plan.body
@@ -232,103 +296,43 @@ def apply_user(ctx: RowContext, plan: Plan) -> StepOutcome:
             tracking_id=response.tracking_id,
         )
 
-    def find() -> str | None:
+    def find() -> JSON | None:
         ctx.forget_person()
-        person = ctx.person(settle=True)
-        return None if person is None else id_of(person)
+        return ctx.person(settle_s=ctx.settle_s)
 
     started = ctx.outcome(StepName.USER, StepStatus.STARTED)
-    created = create_once(
-        ctx.client, started, ctx.mark_started, send, find, ctx.max_attempts, ctx.settle_s
+    created = create_once(ctx.client, started, ctx.mark_started, send, find, ctx.max_attempts)
+    if created.outcome.status == StepStatus.CREATED:
+        ctx.created_id = created.outcome.remote_id
+    if created.found is None:
+        ctx.remember_person({"id": created.outcome.remote_id, **body})
+        return created.outcome
+    return _complete_person(ctx, created)
+
+
+def _complete_person(ctx: RowContext, created: Created) -> StepOutcome:
+    """A person found after a create whose answer did not give it is compared with the row,
+    never taken on trust: Webex's "400 but created" can leave it without its calling part (no
+    location, license, extension or number), which an update then completes."""
+    found = created.found or {}
+    return completed(created, decide_user(ctx, found), lambda plan: _update_person(ctx, plan))
+
+
+def _update_person(ctx: RowContext, plan: Plan) -> StepOutcome:
+    """PUT /people/{id}: the whole person back, with the row's values."""
+    if plan.remote_id is None or plan.body is None:
+        raise UnexpectedResponseError("an update of a person without its id or body")
+    response = ctx.client.request(
+        "PUT", f"/people/{plan.remote_id}", params=PEOPLE_PARAMS, json=plan.body
     )
-    ctx.remember_person({"id": created.remote_id, **body})
-    return created
-
-
-# --- settings --------------------------------------------------------------------------------
-
-
-def settings_applies(row: UserRow) -> bool:
-    return row.names_settings()
-
-
-SettingsObserved = dict[str, JSON]
-
-
-def lookup_settings(ctx: RowContext, person_id: str) -> SettingsObserved:
-    row = ctx.row
-    seen: SettingsObserved = {}
-    if row.voicemail_enabled is not None or row.voicemail_rings is not None:
-        seen["voicemail"] = _get_object(ctx, f"/people/{person_id}/features/voicemail")
-    if row.call_waiting_enabled is not None:
-        seen["callWaiting"] = _get_object(ctx, f"/people/{person_id}/features/callWaiting")
-    if row.caller_id is not None:
-        seen["callerId"] = _get_object(ctx, f"/people/{person_id}/features/callerId")
-    return seen
-
-
-def _get_object(ctx: RowContext, path: str) -> JSON:
-    body = ctx.client.request("GET", path).body
-    if body is None:
-        raise UnexpectedResponseError(f"GET {path}: empty body", method="GET", path=path)
-    return body
-
-
-def decide_settings(ctx: RowContext, person_id: str, seen: SettingsObserved) -> Plan:
-    writes: list[tuple[str, str, JSON]] = []
-    if "voicemail" in seen:
-        change = helpers.voicemail_changes(ctx.row, seen["voicemail"])
-        if change is not None:
-            body = {key: value for key, value in change.items() if key in VOICEMAIL_PUT_KEYS}
-            writes.append(("PUT", f"/people/{person_id}/features/voicemail", body))
-    if "callWaiting" in seen:
-        change = helpers.call_waiting_changes(ctx.row, seen["callWaiting"])
-        if change is not None:
-            writes.append(("PUT", f"/people/{person_id}/features/callWaiting", change))
-    if "callerId" in seen:
-        current = seen["callerId"]
-        allowed = current.get("types")
-        if isinstance(allowed, list) and ctx.row.caller_id not in allowed:
-            return Plan(
-                "pending",
-                remote_id=person_id,
-                reason=ReasonCode.BAD_REQUEST,
-                message=f"caller ID {ctx.row.caller_id} is not allowed for this user "
-                f"(allowed: {', '.join(map(str, allowed))})",
-            )
-        change = helpers.caller_id_changes(ctx.row, current)
-        if change is not None:
-            writes.append(("PUT", f"/people/{person_id}/features/callerId", change))
-    if not writes:
-        return Plan("unchanged", remote_id=person_id)
-    return Plan("update", remote_id=person_id, writes=tuple(writes))
-
-
-def apply_settings(ctx: RowContext, plan: Plan) -> StepOutcome:
-    last_status: int | None = None
-    tracking: str | None = None
-    for method, path, body in plan.writes:
-        response = ctx.client.request(method, path, json=body, ok=(200, 204))
-        last_status, tracking = response.status_code, response.tracking_id
-    status = StepStatus.UPDATED if plan.writes else StepStatus.UNCHANGED
+    ctx.remember_person({**plan.body, "id": plan.remote_id})
     return ctx.outcome(
-        StepName.SETTINGS, status, plan.remote_id, http_status=last_status, tracking_id=tracking
+        StepName.USER,
+        StepStatus.UPDATED,
+        plan.remote_id,
+        http_status=response.status_code,
+        tracking_id=response.tracking_id,
     )
-
-
-def settings_lookup(ctx: RowContext) -> tuple[str, SettingsObserved]:
-    """The settings step's lookup: the person's id, then the features the row names."""
-    person_id = ctx.user_id
-    if person_id is None:
-        person = ctx.person()
-        if person is None:
-            raise StepPending(ReasonCode.NOT_FOUND, f"{ctx.row.email} was not found for settings")
-        person_id = id_of(person)
-    return person_id, lookup_settings(ctx, person_id)
-
-
-def settings_decide(ctx: RowContext, seen: tuple[str, SettingsObserved]) -> Plan:
-    return decide_settings(ctx, seen[0], seen[1])
 
 
 # --- the license, compensation ---------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger import action_helpers as helpers
-from ledger.actions_common import JSON, Plan, StepPending, create_once, id_of
+from ledger.actions_common import JSON, Plan, StepPending, completed, create_once, id_of
 from ledger.connection_client import WebexClient
 from ledger.error_handling import WEBEX_LOCATION_NOT_CALLING, HTTPStatusError, ReasonCode
 from ledger.records import EntityType, StepName, StepOutcome, StepStatus
@@ -18,11 +18,9 @@ from ledger.row_rules import LocationSpec
 class LocationContext:
     client: WebexClient
     spec: LocationSpec
-    settle_s: float
     max_attempts: int
     # Called with the `started` outcome just before a create is sent: the ledger records it.
     mark_started: Callable[[StepOutcome], None]
-    unknown_outcome: frozenset[StepName] = frozenset()
 
     def outcome(
         self,
@@ -82,16 +80,7 @@ def decide_location(ctx: LocationContext, remote: JSON | None) -> Plan:
 
 def apply_location(ctx: LocationContext, plan: Plan) -> StepOutcome:
     if plan.action == "update" and plan.remote_id and plan.body is not None:
-        response = ctx.client.request(
-            "PUT", f"/locations/{plan.remote_id}", json=plan.body, ok=(200, 204)
-        )
-        return ctx.outcome(
-            StepName.LOCATION,
-            StepStatus.UPDATED,
-            plan.remote_id,
-            http_status=response.status_code,
-            tracking_id=response.tracking_id,
-        )
+        return _update_location(ctx, plan)
     if plan.action != "create" or plan.body is None:
         return ctx.outcome(StepName.LOCATION, StepStatus.UNCHANGED, plan.remote_id)
     body = plan.body
@@ -106,13 +95,29 @@ def apply_location(ctx: LocationContext, plan: Plan) -> StepOutcome:
             tracking_id=response.tracking_id,
         )
 
-    def find() -> str | None:
-        found = lookup_location(ctx)
-        return None if found is None else id_of(found)
-
     started = ctx.outcome(StepName.LOCATION, StepStatus.STARTED)
-    return create_once(
-        ctx.client, started, ctx.mark_started, send, find, ctx.max_attempts, ctx.settle_s
+    created = create_once(
+        ctx.client, started, ctx.mark_started, send, lambda: lookup_location(ctx), ctx.max_attempts
+    )
+    if created.found is None:
+        return created.outcome
+    # Found after a create whose answer did not give it: compared with the file like any
+    # location found by its name, and completed by an update where it differs.
+    plan = decide_location(ctx, created.found)
+    return completed(created, plan, lambda update: _update_location(ctx, update))
+
+
+def _update_location(ctx: LocationContext, plan: Plan) -> StepOutcome:
+    """PUT /locations/{id} with the file's values."""
+    response = ctx.client.request(
+        "PUT", f"/locations/{plan.remote_id}", json=plan.body, ok=(200, 204)
+    )
+    return ctx.outcome(
+        StepName.LOCATION,
+        StepStatus.UPDATED,
+        plan.remote_id,
+        http_status=response.status_code,
+        tracking_id=response.tracking_id,
     )
 
 
@@ -154,11 +159,13 @@ def apply_calling(ctx: LocationContext, location_id: str, remote_location: JSON)
             tracking_id=response.tracking_id,
         )
 
-    def find() -> str | None:
-        return None if lookup_calling(ctx, location_id) is None else location_id
+    def find() -> JSON | None:
+        # The calling config of a location has nothing to compare: enabled is all there is.
+        found = lookup_calling(ctx, location_id)
+        return None if found is None else {**found, "id": location_id}
 
     started = ctx.outcome(StepName.CALLING, StepStatus.STARTED)
-    return create_once(ctx.client, started, ctx.mark_started, send, find, ctx.max_attempts, 0)
+    return create_once(ctx.client, started, ctx.mark_started, send, find, ctx.max_attempts).outcome
 
 
 def provision_calling(

@@ -120,7 +120,6 @@ class LocationProvisioner:
         ctx = registry.LocationContext(
             client=self.client,
             spec=entity.desired or LocationSpec(name=name),
-            settle_s=self.settings.LOOKUP_SETTLE_S,
             max_attempts=self.settings.MAX_RETRIES + 1,
             mark_started=mark_started,
         )

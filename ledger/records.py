@@ -134,11 +134,16 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class StepState:
-    """A step as an earlier attempt left it, handed to the worker that claims the row."""
+    """A step as an earlier attempt left it, handed to the worker that claims the row.
+
+    `started_at`, for a `started` step only: when its create was last sent. Webex's lag before a
+    new person shows up in lookups runs from then, not from when the row is claimed again.
+    """
 
     status: StepStatus
     remote_id: str | None
     attempts: int
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)

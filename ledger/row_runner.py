@@ -1,9 +1,12 @@
 """One claimed row, worked to `success` or `pending`.
 
 Its shared steps come from its location (provisioned by `locations` before the batch's rows
-run); its own steps (number, user, settings) run here, each outcome committed before the next
-step starts. A failure makes the row pending, as `half_applied` when an earlier step had already
-changed Webex; with ENABLE_SAFE_COMPENSATION a user this row created is deleted again first.
+run); its own steps (number, user, settings) run here: all looked up and decided before the
+first write, so that a row blocked for a reason a lookup can see changes nothing, then applied
+in order, each outcome committed before the next step starts. A failure makes the row pending,
+as `half_applied` when an earlier step had already changed Webex; with ENABLE_SAFE_COMPENSATION
+a user this row created is deleted again first. A row back from `ledger retry` looks up again
+what its steps did before, rather than trusting its record.
 Every write is fenced by the row's claim: a worker that lost the row hears `ClaimLostError`.
 """
 
@@ -31,6 +34,7 @@ from ledger.records import (
     StepOutcome,
     StepStatus,
     entity_of_step,
+    utcnow,
 )
 from ledger.state_store import finish_row, record_step, record_steps
 
@@ -53,6 +57,15 @@ def lookup_license(client: WebexClient, wanted: str) -> LicenseLookup:
     except WebexError as error:
         return LicenseLookup(None, f"license lookup failed: {error}", error)
     return LicenseLookup(license_id, problem)
+
+
+@dataclass
+class _Progress:
+    """Where a row's work stands: the step running now, and the steps that changed Webex (what
+    makes a later failure `half_applied`)."""
+
+    step: StepName
+    changed: list[StepName]
 
 
 class RowRunner:
@@ -101,19 +114,19 @@ class RowRunner:
         self, row: ClaimedRow, location: LocationOutcome, calling_license: LicenseLookup
     ) -> Failure | None:
         lease = self.settings.LEDGER_LEASE_S
-        changed = [
-            name for name, state in row.steps.items() if state.status in CHANGED_STEP_STATUSES
-        ]
-        current = StepName.LOCATION
-        compensate_id: str | None = None
+        progress = _Progress(
+            StepName.LOCATION,
+            [name for name, state in row.steps.items() if state.status in CHANGED_STEP_STATUSES],
+        )
+        ctx: registry.RowContext | None = None
         try:
             if location.failure is not None:
-                current = location.failure.step
-                raise _location_pending(location, location.failure, row.row_id)
-            location_id = self._record_shared_steps(row, location, changed)
+                progress.step = location.failure.step
+                raise _location_pending(location, location.failure)
+            location_id = self._record_shared_steps(row, location, progress.changed)
             license_id = calling_license.license_id
             if license_id is None:
-                current = StepName.USER
+                progress.step = StepName.USER
                 if calling_license.error is not None:
                     raise calling_license.error
                 raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem)
@@ -128,38 +141,19 @@ class RowRunner:
                 settle_s=self.settings.LOOKUP_SETTLE_S,
                 max_attempts=self.settings.MAX_RETRIES + 1,
                 mark_started=lambda started: record_step(self.ledger, row, started, lease_s=lease),
-                unknown_outcome=frozenset(
-                    name for name, state in row.steps.items() if state.status == StepStatus.STARTED
-                ),
+                unknown_outcome=self._settle_left(row),
                 user_id=user_done.remote_id if user_done is not None else None,
             )
             if calling_license.problem and user_done is None:
                 # No unit left: only a user who already holds the license can go on. The
                 # lookup is the user step's own (memoised), so this costs no request.
-                current = StepName.USER
-                person = ctx.person(settle=StepName.USER in ctx.unknown_outcome)
+                progress.step = StepName.USER
+                person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
                 if not registry.holds_license(person, license_id):
                     raise registry.StepPending(
                         ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem
                     )
-            for spec in registry.ROW_STEPS:
-                if not spec.applies(row.user):
-                    continue
-                current = spec.name
-                if row.step_done(spec.name):
-                    continue
-                with bind_log_context(step=spec.name):
-                    plan = spec.decide(ctx, spec.lookup(ctx))
-                    if plan.action == "pending":
-                        raise registry.StepPending(
-                            plan.reason or ReasonCode.CONFLICT, plan.message or "", None
-                        )
-                    outcome = spec.apply(ctx, plan)
-                if spec.name == StepName.USER and outcome.status == StepStatus.CREATED:
-                    compensate_id = outcome.remote_id
-                record_step(self.ledger, row, outcome, lease_s=lease)
-                if outcome.changed:
-                    changed.append(spec.name)
+            self._row_steps(row, ctx, progress)
             finish_row(
                 self.ledger,
                 row,
@@ -170,6 +164,7 @@ class RowRunner:
         except ClaimLostError:
             raise
         except (WebexError, registry.StepPending, InvariantError) as error:
+            current, changed = progress.step, progress.changed
             failure = registry.failure_of(error, current)
             if isinstance(error, InvariantError):
                 logger.critical(
@@ -183,10 +178,75 @@ class RowRunner:
                     failure.http_status,
                     current,
                 )
-            if compensate_id and self.settings.ENABLE_SAFE_COMPENSATION:
-                failure = self._compensate(row, compensate_id, failure)
+            created_id = ctx.created_id if ctx is not None else None
+            if created_id and self.settings.ENABLE_SAFE_COMPENSATION:
+                failure = self._compensate(row, created_id, failure)
             self._record_pending(row, failure, error)
             return failure
+
+    def _row_steps(self, row: ClaimedRow, ctx: registry.RowContext, progress: _Progress) -> None:
+        """The row's own steps (number, user, settings): every one looked up and decided before
+        the first write, so that a row blocked for a reason a lookup can see (a number or an
+        extension in use, a user in another location) changes nothing; then applied in order,
+        each outcome committed before the next step starts.
+
+        A row that was pending before (a failed step on record) is back after `retry`: what its
+        steps did then may no longer hold (a person found after a create whose answer was lost
+        may lack its calling part), so each is looked up again; only what differs is written.
+        """
+        recheck = any(state.status == StepStatus.FAILED for state in row.steps.values())
+        todo = [
+            (spec, row.step_done(spec.name))
+            for spec in registry.ROW_STEPS
+            if spec.applies(row.user) and (recheck or not row.step_done(spec.name))
+        ]
+        plans: dict[StepName, registry.Plan] = {}
+        for spec, _done in todo:
+            earlier = plans.get(spec.reads_after) if spec.reads_after is not None else None
+            if earlier is not None and earlier.action != "unchanged":
+                continue  # decided when its turn comes, once that earlier step has written
+            progress.step = spec.name
+            plans[spec.name] = self._decide(ctx, spec)
+        progress.step = StepName.USER
+        blocked = registry.blocked_before_writes(ctx, plans)
+        if blocked is not None:
+            raise registry.StepPending(blocked.reason or ReasonCode.CONFLICT, blocked.message or "")
+        for spec, done in todo:
+            progress.step = spec.name
+            plan = plans.get(spec.name) or self._decide(ctx, spec)
+            if done and plan.action == "unchanged":
+                continue  # as recorded: nothing to write, nothing new to record
+            with bind_log_context(step=spec.name):
+                outcome = spec.apply(ctx, plan)
+            record_step(self.ledger, row, outcome, lease_s=self.settings.LEDGER_LEASE_S)
+            if outcome.changed:
+                progress.changed.append(spec.name)
+
+    @staticmethod
+    def _decide(ctx: registry.RowContext, spec: registry.StepSpec) -> registry.Plan:
+        """A step's lookup and decision; a plan that cannot go on raises StepPending."""
+        with bind_log_context(step=spec.name):
+            plan = spec.decide(ctx, spec.lookup(ctx))
+        if plan.action == "pending":
+            raise registry.StepPending(plan.reason or ReasonCode.CONFLICT, plan.message or "")
+        return plan
+
+    def _settle_left(self, row: ClaimedRow) -> dict[StepName, float]:
+        """The steps an earlier try left `started`, each with how long its lookups must still
+        allow for Webex's lag: LOOKUP_SETTLE_S from when its create was sent. A row reclaimed
+        again and again (a crash loop) spends the settle once, not once per claim."""
+        settle_s = self.settings.LOOKUP_SETTLE_S
+        now = utcnow()
+        left: dict[StepName, float] = {}
+        for name, state in row.steps.items():
+            if state.status != StepStatus.STARTED:
+                continue
+            if state.started_at is None:  # not known: allow for all of it
+                left[name] = settle_s
+                continue
+            since = (now - state.started_at).total_seconds()
+            left[name] = min(settle_s, max(0.0, settle_s - since))
+        return left
 
     def _record_shared_steps(
         self, row: ClaimedRow, location: LocationOutcome, changed: list[StepName]
@@ -290,13 +350,12 @@ class RowRunner:
         )
 
 
-def _location_pending(
-    location: LocationOutcome, failure: Failure, row_id: int
-) -> registry.StepPending:
-    """Why a row of a location that failed is pending: the location's own reason for the row
-    that tried it (or when the file does not define it), `dependency_failed` for the others."""
-    reason, message = failure.reason, failure.message
-    if reason != ReasonCode.LOCATION_UNDEFINED and location.by_row != row_id:
-        message = f"location {location.name!r}: {reason}: {message}"
-        reason = ReasonCode.DEPENDENCY_FAILED
-    return registry.StepPending(reason, message, failure.http_status)
+def _location_pending(location: LocationOutcome, failure: Failure) -> registry.StepPending:
+    """Why a row of a location that failed is pending: the location's own reason code, for every
+    row it stopped (so that `ledger retry --reason CODE` after fixing that cause brings them all
+    back), with a message naming the location. A location that failed without a reason code of
+    its own reaches here as `dependency_failed` (`state_store.entities`)."""
+    message = failure.message
+    if f"location {location.name!r}" not in message:
+        message = f"location {location.name!r}: {message}"
+    return registry.StepPending(failure.reason, message, failure.http_status)

@@ -3,9 +3,10 @@
 What they hold `ledger` to (SPEC sections 1, 5, 6):
 
 * under rate limits, 5xx, hangs past the client's timeout, writes applied then answered 5xx or
-  dropped, "400 but created" and lag before a new user shows up, every valid row ends
-  `success` or pending for a transient reason, and nothing exists twice on the simulator;
-  with the faults gone, `ledger retry` + `ledger work` finish every row;
+  dropped, "400 but created" (half of them without the person's calling part) and lag before
+  a new user shows up, every valid row ends `success` or pending for a transient reason,
+  nothing exists twice on the simulator, and every success row's person matches its CSV line
+  field by field; with the faults gone, `ledger retry` + `ledger work` finish every row;
 * a finished CSV worked again from an empty ledger makes no write at all;
 * the artifacts account for every row exactly once, and `work` exits 0 only when every row is
   terminal, 4 when stopped by MAX_BATCHES or SIGTERM/SIGINT (after finishing the rows in
@@ -68,6 +69,8 @@ FAULTS = FaultConfig(
     write_error_rate=0.02,
     write_drop_rate=0.02,
     people_create_400_rate=0.03,
+    # Half of those leave the person without location, license, extension or number.
+    people_create_400_without_calling_share=0.5,
     lookup_delay_s=1.0,  # under LOOKUP_SETTLE_S=3
 )
 

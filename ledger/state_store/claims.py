@@ -88,8 +88,12 @@ def claim_batch(
         ).all()
         steps: dict[int, dict[StepName, StepState]] = {pk: {} for pk in ids}
         for record in session.scalars(select(StepRecord).where(StepRecord.row_pk.in_(ids))):
+            status = StepStatus(record.status)
+            # A `started` record is written just before its create is sent, and a failure
+            # recorded over it leaves its time as it was (`steps.STEP_UPDATE`).
+            started_at = as_utc(record.updated_at) if status == StepStatus.STARTED else None
             steps[record.row_pk][StepName(record.step)] = StepState(
-                StepStatus(record.status), record.remote_id, record.attempts
+                status, record.remote_id, record.attempts, started_at
             )
     claimed = []
     for pk, row_id, batch_id, normalized in rows:

@@ -57,29 +57,24 @@ FENCE = (
     )
 )
 _STATUS = bindparam("b_status", type_=String)
+_NOW = bindparam("b_now", type_=DateTime(timezone=True))
+# A failure never hides an unknown outcome: whoever works the row next must still look up
+# (and allow for Webex's lag, counted from when the create was sent) before creating again.
+_FAILURE_OVER_STARTED = and_(
+    _STATUS == StepStatus.FAILED.value, STEPS_T.c.status == StepStatus.STARTED.value
+)
 STEP_UPDATE = (
     update(STEPS_T)
     .where(STEPS_T.c.row_pk == bindparam("b_pk"), STEPS_T.c.step == bindparam("b_step"))
     .values(
         entity_type=bindparam("b_entity_type"),
         entity_key=bindparam("b_entity_key"),
-        # A failure never hides an unknown outcome: whoever works the row next must still
-        # look up (and wait for Webex's lag) before creating again.
-        status=case(
-            (
-                and_(
-                    _STATUS == StepStatus.FAILED.value,
-                    STEPS_T.c.status == StepStatus.STARTED.value,
-                ),
-                STEPS_T.c.status,
-            ),
-            else_=_STATUS,
-        ),
+        status=case((_FAILURE_OVER_STARTED, STEPS_T.c.status), else_=_STATUS),
         http_status=bindparam("b_http_status", type_=Integer),
         remote_id=func.coalesce(bindparam("b_remote_id", type_=Text), STEPS_T.c.remote_id),
         message=bindparam("b_message", type_=Text),
         tracking_id=bindparam("b_tracking_id", type_=Text),
-        updated_at=bindparam("b_now", type_=DateTime(timezone=True)),
+        updated_at=case((_FAILURE_OVER_STARTED, STEPS_T.c.updated_at), else_=_NOW),
         attempts=STEPS_T.c.attempts + bindparam("b_started", type_=Integer),
     )
 )

@@ -184,14 +184,99 @@ def _compact(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit() or ch == "+")
 
 
+TRUE_WORDS = frozenset({"true", "yes", "1"})
+CALLING_LICENSE = "Webex Calling - Professional"
+
+
+def _cell(line: Mapping[str, str], column: str) -> str:
+    return (line.get(column) or "").strip()
+
+
+def person_differences(sim: Simulator, line: Mapping[str, str]) -> list[str]:
+    """How the person the CSV line names differs from it on the simulator, field by field
+    (empty: it matches). A blank optional cell asks for nothing, so it is not compared."""
+    email = _cell(line, "email").lower()
+    person = sim.person_by_email(email)
+    if person is None:
+        return [f"{email} does not exist"]
+    problems: list[str] = []
+
+    def expect(what: str, seen: object, wanted: object) -> None:
+        if seen != wanted:
+            problems.append(f"{what} {seen!r} (the CSV says {wanted!r})")
+
+    location = sim.location(str(person.get("locationId")))
+    expect("location", location and location["name"], _cell(line, "location_name"))
+    if _cell(line, "extension"):
+        expect("extension", person.get("extension"), _cell(line, "extension"))
+    numbers = person.get("phoneNumbers") or []
+    assert isinstance(numbers, list)
+    values = [str(item.get("value")) for item in numbers if isinstance(item, dict)]
+    if _cell(line, "phone_number"):
+        expect("numbers", values, [_compact(_cell(line, "phone_number"))])
+    first, last = _cell(line, "first_name"), _cell(line, "last_name")
+    display = _cell(line, "display_name") or " ".join(part for part in (first, last) if part)
+    for column, key, wanted in (
+        ("first_name", "firstName", first),
+        ("last_name", "lastName", last),
+        ("display_name", "displayName", display),
+        ("department", "department", _cell(line, "department")),
+        ("title", "title", _cell(line, "title")),
+    ):
+        if wanted:
+            expect(column, person.get(key), wanted)
+    licenses = person.get("licenses") or []
+    assert isinstance(licenses, list)
+    if sim.license_id(CALLING_LICENSE) not in licenses:
+        problems.append(f"no calling license (licenses {licenses})")
+        return problems  # not a calling user: it has no calling settings to compare
+    problems += _settings_differences(sim, str(person["id"]), line, has_number=bool(values))
+    return problems
+
+
+def _settings_differences(
+    sim: Simulator, person_id: str, line: Mapping[str, str], *, has_number: bool
+) -> list[str]:
+    settings = sim.person_settings(person_id)
+    voicemail = settings["voicemail"]
+    caller_id = settings["callerId"]
+    assert isinstance(voicemail, dict) and isinstance(caller_id, dict)
+    unanswered = voicemail.get("sendUnansweredCalls") or {}
+    # What GET .../callerId answers where nothing was ever selected: the first allowed type,
+    # DIRECT_LINE for a person with a number of their own (the simulator's `features`).
+    selected = caller_id.get("selected") or ("DIRECT_LINE" if has_number else "LOCATION_NUMBER")
+    seen = {
+        "voicemail_enabled": voicemail.get("enabled"),
+        "voicemail_rings": unanswered.get("numberOfRings"),
+        "call_waiting_enabled": settings["callWaiting"],
+        "caller_id": selected,
+    }
+    problems = []
+    for column, value in seen.items():
+        cell = _cell(line, column)
+        if not cell:
+            continue
+        if column in ("voicemail_enabled", "call_waiting_enabled"):
+            wanted: object = cell.lower() in TRUE_WORDS
+        elif column == "voicemail_rings":
+            wanted = int(cell)
+        else:
+            wanted = cell.upper()
+        if value != wanted:
+            problems.append(f"{column} {value!r} (the CSV says {wanted!r})")
+    return problems
+
+
 def check_remote_matches(
     sim: Simulator, csv_path: Path, rows: Mapping[int, LedgerRow], *, only_success: bool = True
 ) -> int:
     """Each valid row of the CSV exists on the simulator as the CSV says; returns rows checked.
 
-    Compared with the CSV as written (not with the ledger's normalized copy): the email holds
-    exactly one person, in the location the row names, with the row's extension, work number
-    and first name. With `only_success`, rows the ledger has as pending are skipped.
+    Compared with the CSV as written (not with the ledger's normalized copy), field by field:
+    the email holds a person in the location the row names, with the row's extension, work
+    number, first, last and display name, department and title, the calling license, and each
+    calling setting the row names (`person_differences`). With `only_success`, rows the ledger
+    has as pending are skipped.
     """
     problems: list[str] = []
     checked = 0
@@ -200,22 +285,6 @@ def check_remote_matches(
         if row.status == "rejected" or (only_success and row.status != "success"):
             continue
         checked += 1
-        email = line["email"].strip().lower()
-        person = sim.person_by_email(email)
-        if person is None:
-            problems.append(f"row {row_id}: {email} does not exist")
-            continue
-        location = sim.location(str(person.get("locationId")))
-        if location is None or location["name"] != line["location_name"]:
-            problems.append(f"row {row_id}: in location {location and location['name']}")
-        if line["extension"] and person.get("extension") != line["extension"]:
-            problems.append(f"row {row_id}: extension {person.get('extension')}")
-        numbers = person.get("phoneNumbers") or []
-        assert isinstance(numbers, list)
-        values = [str(item.get("value")) for item in numbers if isinstance(item, dict)]
-        if line["phone_number"] and _compact(line["phone_number"]) not in values:
-            problems.append(f"row {row_id}: numbers {values}")
-        if line["first_name"] and person.get("firstName") != line["first_name"].strip():
-            problems.append(f"row {row_id}: first name {person.get('firstName')}")
-    assert not problems, f"{len(problems)} rows differ from Webex: {problems[:10]}"
+        problems += [f"row {row_id}: {problem}" for problem in person_differences(sim, line)]
+    assert not problems, f"{len(problems)} differences from Webex: {problems[:10]}"
     return checked
