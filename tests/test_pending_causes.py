@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 
 from ledger.row_rules import COLUMNS
-from ledger.simulator import Simulator, running_server
+from ledger.simulator import FaultConfig, Simulator, running_server
 from tests.support.cli import LedgerEnv, assert_exit, invoke
 from tests.support.csvfiles import read_csv, write_csv
 from tests.support.people import person, phone
+from tests.support.revoked import RevokedAfterPreflight
 from tests.support.system_checks import person_differences
 from tests.support.work import Jobs
 
@@ -53,9 +54,10 @@ def test_rows_of_locations_a_refused_token_stopped_come_back_with_their_reason(
 ) -> None:
     rows = [person(1), person(2), person(3, "Branch"), person(4, "Branch")]
     ingest(ledger_env, rows)
-    sim = Simulator(token=RIGHT_TOKEN)
+    # The token passes `work`'s preflight read, then is revoked: every location is refused.
+    sim = RevokedAfterPreflight(token=RIGHT_TOKEN)
     with running_server(sim) as base_url:
-        work(ledger_env, base_url, token="a-revoked-token")
+        work(ledger_env, base_url)
 
         stopped = pending(ledger_env.out_dir)
         assert set(stopped) == {1, 2, 3, 4}
@@ -67,6 +69,7 @@ def test_rows_of_locations_a_refused_token_stopped_come_back_with_their_reason(
         assert sim.write_request_count == 0
 
         # The operator fixes the token and follows the README.
+        sim.set_faults(FaultConfig())
         retry(ledger_env, "auth_invalid", expected=4)
         work(ledger_env, base_url)
 
