@@ -33,7 +33,8 @@ Modes (`--only`, repeatable; default: new, org, limit, faults):
 
 Every run prints wall time, the CPU of the `work` process(es) per request
 (getrusage(RUSAGE_CHILDREN) around them) and of this process meanwhile (the simulator).
-Request counts are exact and repeatable (seeded); times depend on the machine's load.
+Without faults or a rate limit the request counts are exact and the same run after run; with
+them (429s, retries) they vary a little with timing. Times depend on the machine's load.
 
     .venv/bin/python scripts/bench_work.py                          # 3,000 rows, every new mode
     .venv/bin/python scripts/bench_work.py --rows 21000 --only new --only org
@@ -42,9 +43,8 @@ Request counts are exact and repeatable (seeded); times depend on the machine's 
     .venv/bin/python scripts/bench_work.py --only sweep --sweep 4,8,16,32 --sweep-rows 3000
     .venv/bin/python scripts/bench_work.py --only a --rows 3000 --profile /tmp/work.pstat
 
-`--profile PATH` runs each `work` child under yappi (every thread, CPU clock; `pip install
-yappi`) or, without yappi, cProfile (main thread only: the rows run in worker threads, so
-cProfile alone says little), and writes a pstats file plus a readable PATH.txt.
+`--profile PATH` runs each `work` child under a profiler (see bench_profile.py) and writes
+PATH-<run>-<worker> pstats files plus readable .txt versions.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ from ledger.simulator.sample import write_sample_csv
 from ledger.simulator.server import SimServer, serve
 
 TOKEN = "bench-token"
-PROFILED = "_profiled"
+PROFILER = Path(__file__).with_name("bench_profile.py")
 IDEAL_SHARE = 0.95
 MODES = ("new", "org", "limit", "faults", "sweep", "a", "b")
 DEFAULT_MODES = ("new", "org", "limit", "faults")
@@ -148,7 +148,7 @@ class Bench:
                 out = self.profile.with_name(
                     f"{self.profile.stem}-{label}-{name}{self.profile.suffix}"
                 )
-                command = [sys.executable, __file__, PROFILED, str(out), "work", "--quiet"]
+                command = [sys.executable, str(PROFILER), str(out), "work", "--quiet"]
             env = child_env(root, self.server.base_url, self.concurrency, name)
             commands.append((command, env))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -378,45 +378,7 @@ def mode_summary(name: str, rows: int, faults: FaultConfig, options: argparse.Na
     serving(faults, options, body)
 
 
-# -- profiling child and entry point -----------------------------------------------------------
-
-
-def profiled_child(out: str, args: list[str]) -> None:
-    """Run `ledger ARGS` in this process under yappi (or cProfile); write OUT and OUT.txt."""
-    from ledger.cli import app
-
-    try:
-        import yappi  # type: ignore[import-not-found]
-    except ImportError:
-        yappi = None
-    if yappi is None:
-        import cProfile
-        import pstats
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-        try:
-            app(args, standalone_mode=False)
-        finally:
-            profiler.disable()
-            profiler.dump_stats(out)
-            with open(out + ".txt", "w") as text:
-                pstats.Stats(out, stream=text).sort_stats("cumulative").print_stats(80)
-        return
-    yappi.set_clock_type("cpu")
-    yappi.start(builtins=True)
-    try:
-        app(args, standalone_mode=False)
-    finally:
-        yappi.stop()
-        stats = yappi.get_func_stats()
-        stats.save(out, type="pstat")
-        columns = {0: ("name", 100), 1: ("ncall", 12), 2: ("tsub", 9), 3: ("ttot", 9)}
-        with open(out + ".txt", "w") as text:
-            text.write("=== by own time (tsub)\n")
-            stats.sort("tsub").print_all(out=text, columns=columns)
-            text.write("\n=== by total time (ttot)\n")
-            stats.sort("ttot").print_all(out=text, columns=columns)
+# -- entry point ---------------------------------------------------------------------------------
 
 
 def parse_options() -> argparse.Namespace:
@@ -437,9 +399,6 @@ def parse_options() -> argparse.Namespace:
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == PROFILED:
-        profiled_child(sys.argv[2], sys.argv[3:])
-        return
     options = parse_options()
     only = set(options.only or DEFAULT_MODES)
     latency = FaultConfig(latency_ms=options.latency_ms)
