@@ -15,19 +15,20 @@ each answer went (`on_throttled`, `on_accepted`):
   - *Slow start.* Until the first 429 requests are paced from 50/s, the rate doubling every
     half second during which requests queue for their slots (idle time never raises a rate).
   - *The cut.* A 429 says the server's bucket just ran dry, and so did the previous one. If
-    that was recent (15 s), the requests accepted since, over the time since, are the limit:
-    the pause Webex asked for counts for at most one second, as much as a bucket of one
-    second's worth refills in it. Otherwise the requests accepted over the last second measure
-    it, and if that read high (a bucket lets a burst through), the cut that soon follows
-    corrects it. The rate becomes 0.97 times the measure: never above the rate refused, never
-    below half the rate sent in one step. Threads refused together cut once: a 429 to a
-    request reserved before the latest cut, or within a second of it, is ignored.
+    that was recent (15 s), the requests accepted since, over the time since, are the limit;
+    the pause Webex asked for counts for at most half a second (a bucket refills in a pause
+    only what it holds). Otherwise the requests accepted over the last second measure it, and
+    if that read high (a bucket lets a burst through), the cut that soon follows corrects it.
+    The rate becomes 0.97 times the measure: never above the rate refused, never below half
+    the rate sent in one step. Threads refused together cut once: a 429 to a request reserved
+    before the latest cut, or within a second of it, is ignored, and slots reserved before a
+    cut are given up and taken again at the new rate.
   - *The probe.* Then the rate follows a cubic curve of the seconds spent with requests
     queueing: back near the measure in a few seconds, flat around it, then rising ever faster
-    (doubling 45 s past the flat part). A limit that rose is found within a minute, one that
-    did not is crossed about once a minute, which costs a few 429s and two cuts.
-  - A bucket smaller than one second's worth makes each pause cost throughput and the measure
-    after a pause read low; the rate still converges, but below the limit.
+    (doubling 30 s past the flat part). A limit that rose is found within a minute, one that
+    did not is crossed about once a minute, which costs a few 429s and one or two cuts.
+  - The limit is reached within a few percent when the bucket holds half a second's worth or
+    more. A smaller one makes each pause cost throughput and the measure read low.
   - `on_throttled_elsewhere(rate)` cuts on news of a 429 from another client sharing the limit.
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
   class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
@@ -103,8 +104,12 @@ class _EventMeter:
 class AdaptiveRateLimiter:
     """Paces request starts at the rate Webex accepts, learnt from 429s. Thread-safe.
 
-    Memory is bounded (a few hundred counters) and nothing waits here: `reserve()` says how
-    long the caller must sleep. See the module docstring for the method.
+    Memory is bounded (two rings of counters over the last `anchor_s` seconds) and nothing
+    waits here: `reserve()` says how long the caller must sleep. The method is in the module
+    docstring; its knobs: `initial_rate` and `doubling_s` (slow start), `backoff` (the rate
+    after a cut, times the measure), `window_s` (the measure long after a cut, and how long a
+    burst of 429s lasts), `anchor_s` (how recent a cut must be to measure from it),
+    `bucket_s` (what a pause is taken to refill), `probe_s` (how fast the probe climbs).
     """
 
     def __init__(
@@ -114,19 +119,19 @@ class AdaptiveRateLimiter:
         initial_rate: float = 50.0,
         doubling_s: float = 0.5,
         backoff: float = 0.97,
-        probe_s: float = 45.0,
+        probe_s: float = 30.0,
         window_s: float = 1.0,
         anchor_s: float = 15.0,
-        bucket_s: float = 1.0,
+        bucket_s: float = 0.5,
         min_rate: float = 1.0,
         max_rate: float = 1000.0,
     ) -> None:
         self._clock = clock
         self._initial_rate = initial_rate
         self._doubling_s = doubling_s
-        # The probe curve: rate = ceiling * (1 + growth * (t - plateau)^3), t = busy seconds
-        # since the cut. It starts at backoff * ceiling, flattens at the ceiling after
-        # `plateau_s`, then doubles the ceiling `probe_s` seconds later.
+        # The probe: rate = ceiling * (1 + growth * (t - plateau)^3), t = busy seconds since
+        # the cut. It starts at backoff * ceiling, is flat at the ceiling after `plateau_s`
+        # (9 s), then doubles the ceiling `probe_s` seconds later.
         self._growth = 1.0 / probe_s**3
         self._plateau_s = probe_s * (1.0 - backoff) ** (1.0 / 3.0)
         self._window_s = window_s
@@ -137,7 +142,7 @@ class AdaptiveRateLimiter:
         self._lock = threading.Lock()
         self._accepted = _EventMeter(span_s=max(anchor_s, window_s) + 1.0)
         self._started = _EventMeter(span_s=max(anchor_s, window_s) + 1.0)
-        self._mine = threading.local()  # the cut each thread's latest reservation followed
+        self._mine = threading.local()  # the cuts counted when this thread last reserved
         self._ceiling: float | None = None  # the learnt limit; None until the first 429
         self._cut_at = -math.inf
         self._cuts = 0
@@ -172,6 +177,11 @@ class AdaptiveRateLimiter:
             self._started.add(now)
             self._next_slot = slot + 1.0 / self._current()
             return slot - now
+
+    def holds_slot(self) -> bool:
+        """Whether this thread's latest slot still stands: no cut since it was reserved."""
+        with self._lock:
+            return bool(getattr(self._mine, "cut", self._cuts) == self._cuts)
 
     def observed_rate(self) -> float:
         """Requests started per second over the last `anchor_s` seconds."""
@@ -232,8 +242,9 @@ class AdaptiveRateLimiter:
         since_cut = now - self._cut_at
         if since_cut <= self._anchor_s:
             # The bucket behind the limit was empty at the latest cut and is empty again now,
-            # so what it let through in between is its rate. During the pause it refilled by at
-            # most `bucket_s` seconds' worth: a longer pause is not time it could serve.
+            # so what it let through in between is its rate. During the pause it refilled by
+            # what it holds, taken as `bucket_s` seconds' worth: too much reads low, too little
+            # reads high and costs one more cut soon.
             resumed = self._resumed_at if self._resumed_at is not None else now
             paused = min(resumed - self._cut_at, self._bucket_s)
             served = now - resumed + paused
@@ -299,12 +310,15 @@ class Throttle:
                 self._sleep(pause)
                 waited += pause
                 continue
-            delay = self.limiter.reserve() if self.limiter is not None else 0.0
+            limiter = self.limiter
+            delay = limiter.reserve() if limiter is not None else 0.0
             if delay > 0:
                 self._sleep(delay)
                 waited += delay
-                if self.paused_for() > 0:
-                    continue  # Webex asked for quiet while this thread slept: wait that out too
+                # While this thread slept, Webex may have asked for quiet, and the rate may
+                # have been cut: a slot spaced at the old rate is no longer this thread's.
+                if self.paused_for() > 0 or (limiter is not None and not limiter.holds_slot()):
+                    continue
             return waited
         return waited
 
