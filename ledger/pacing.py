@@ -12,8 +12,10 @@ each answer went (`on_throttled`, `on_accepted`):
   Requests are spaced by reserving send slots under a lock and sleeping outside it; the
   client's `adaptive_rate_limit=False` leaves the limiter out (the pause still applies).
 
-  - *Slow start.* Until the first 429 requests are paced from 50/s, the rate doubling every
-    half second during which requests queue for their slots (idle time never raises a rate).
+  - *Slow start.* Until the first 429 requests are paced from 50/s (up to 8 may go at once),
+    the rate doubling every half second during which requests queue for their slots: a
+    thundering herd of threads does not empty the bucket at once, and idle time never raises a
+    rate.
   - *The cut.* A 429 says the server's bucket just ran dry, and so did the previous one. If
     that was recent (15 s), the requests accepted since, over the time since, are the limit;
     the pause Webex asked for counts for at most half a second (a bucket refills in a pause
@@ -106,10 +108,11 @@ class AdaptiveRateLimiter:
 
     Memory is bounded (two rings of counters over the last `anchor_s` seconds) and nothing
     waits here: `reserve()` says how long the caller must sleep. The method is in the module
-    docstring; its knobs: `initial_rate` and `doubling_s` (slow start), `backoff` (the rate
-    after a cut, times the measure), `window_s` (the measure long after a cut, and how long a
-    burst of 429s lasts), `anchor_s` (how recent a cut must be to measure from it),
-    `bucket_s` (what a pause is taken to refill), `probe_s` (how fast the probe climbs).
+    docstring; its knobs: `initial_rate`, `doubling_s` and `initial_burst` (slow start),
+    `backoff` (the rate after a cut, times the measure), `window_s` (the measure long after a
+    cut, and how long a burst of 429s lasts), `anchor_s` (how recent a cut must be to measure
+    from it), `bucket_s` (what a pause is taken to refill), `probe_s` (how fast the probe
+    climbs).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class AdaptiveRateLimiter:
         clock: Callable[[], float] = time.monotonic,
         initial_rate: float = 50.0,
         doubling_s: float = 0.5,
+        initial_burst: int = 8,
         backoff: float = 0.97,
         probe_s: float = 30.0,
         window_s: float = 1.0,
@@ -129,6 +133,7 @@ class AdaptiveRateLimiter:
         self._clock = clock
         self._initial_rate = initial_rate
         self._doubling_s = doubling_s
+        self._initial_burst = initial_burst
         # The probe: rate = ceiling * (1 + growth * (t - plateau)^3), t = busy seconds since
         # the cut. It starts at backoff * ceiling, is flat at the ceiling after `plateau_s`
         # (9 s), then doubles the ceiling `probe_s` seconds later.
@@ -163,19 +168,24 @@ class AdaptiveRateLimiter:
         """Claim the next send slot and return the seconds until it (sleep outside any lock)."""
         with self._lock:
             now = self._clock()
-            if self._reserved_at is not None and self._next_slot > now:
-                # Requests are queueing: the limiter, not the workload, sets the pace, so this
-                # time counts as probing the limit. Idle time does not raise the rate.
-                self._busy_s += min(now - self._reserved_at, 1.0)
-            self._reserved_at = now
+            self._mine.cut = self._cuts
+            self._started.add(now)
             if self._first_at is None:
                 self._first_at = now
             if self._resumed_at is None:
                 self._resumed_at = now
-            self._mine.cut = self._cuts
-            slot = max(now, self._next_slot)
-            self._started.add(now)
-            self._next_slot = slot + 1.0 / self._current()
+            rate = self._current()
+            due = max(now, self._next_slot)
+            # Until the first 429 a few requests may go at once: a run's first requests, or
+            # the few of a short command, are not spaced out.
+            burst = self._initial_burst if self._ceiling is None else 1
+            slot = max(now, due - max(burst - 1, 0) / rate)
+            self._next_slot = due + 1.0 / rate
+            if slot > now and self._reserved_at is not None:
+                # Requests are queueing: the limiter, not the workload, sets the pace, so this
+                # time counts as probing the limit. Idle time does not raise the rate.
+                self._busy_s += min(now - self._reserved_at, 1.0)
+            self._reserved_at = now
             return slot - now
 
     def holds_slot(self) -> bool:

@@ -91,6 +91,14 @@ def test_the_rate_is_unknown_until_a_429_and_then_just_under_the_accepted_rate()
     assert limiter.on_throttled() == pytest.approx(0.97 * 40.0, rel=0.02)
 
 
+def test_a_few_first_requests_go_at_once_then_they_are_paced() -> None:
+    clock = FakeTime()
+    limiter = AdaptiveRateLimiter(clock=clock.monotonic, initial_rate=50.0, initial_burst=8)
+    waits = [limiter.reserve() for _ in range(12)]
+    assert waits[:8] == [0.0] * 8
+    assert waits[8:] == pytest.approx([0.02, 0.04, 0.06, 0.08])
+
+
 def test_429s_of_one_burst_cut_once() -> None:
     clock = FakeTime()
     limiter = AdaptiveRateLimiter(clock=clock.monotonic)
@@ -155,7 +163,7 @@ def test_a_pause_that_starts_while_a_thread_waits_for_its_slot_is_waited_out() -
             throttle.pause_all(5.0)  # another thread's 429 while this one sleeps
         clock.sleep(seconds)
 
-    limiter = AdaptiveRateLimiter(clock=clock.monotonic, initial_rate=2.0)
+    limiter = AdaptiveRateLimiter(clock=clock.monotonic, initial_rate=2.0, initial_burst=0)
     throttle = Throttle(clock=clock.monotonic, sleep=sleep, limiter=limiter)
     throttle.wait_turn()  # the first slot is now
     throttle.wait_turn()  # the next is half a second away
@@ -164,7 +172,7 @@ def test_a_pause_that_starts_while_a_thread_waits_for_its_slot_is_waited_out() -
 
 def test_a_slot_reserved_before_a_cut_is_taken_again_at_the_new_rate() -> None:
     clock = FakeTime()
-    limiter = AdaptiveRateLimiter(clock=clock.monotonic)
+    limiter = AdaptiveRateLimiter(clock=clock.monotonic, initial_burst=0)
     accept_for(limiter, clock, rate=40.0, seconds=5.0)
     for _ in range(9):
         limiter.reserve()  # other threads queue at 50/s: this one's slot is 0.18 s away
