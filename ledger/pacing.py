@@ -12,25 +12,24 @@ each answer went (`on_throttled`, `on_accepted`):
   Requests are spaced by reserving send slots under a lock and sleeping outside it; the
   client's `adaptive_rate_limit=False` leaves the limiter out (the pause still applies).
 
-  - *Slow start.* Until the first 429 requests are paced from 50/s (up to 8 may go at once),
-    the rate doubling every half second during which requests queue for their slots: a
-    thundering herd of threads does not empty the bucket at once, and idle time never raises a
-    rate.
-  - *The cut.* A 429 says the server's bucket just ran dry, and so did the previous one. If
+  - *Slow start.* Until the first 429 requests are paced from 50/s (8 may go at once), the
+    rate doubling every half second during which requests queue for slots: threads starting
+    together do not empty the bucket at once, and idle time never raises a rate.
+  - *The cut.* A 429 says the server's bucket just ran dry, as it did at the previous cut. If
     that was recent (15 s), the requests accepted since, over the time since, are the limit;
     the pause Webex asked for counts for at most half a second (a bucket refills in a pause
-    only what it holds). Otherwise the requests accepted over the last second measure it, and
-    if that read high (a bucket lets a burst through), the cut that soon follows corrects it.
+    only what it holds). Otherwise the requests accepted over the last second measure it; if
+    that read high (a bucket lets a burst through), the cut that soon follows corrects it.
     The rate becomes 0.97 times the measure: never above the rate refused, never below half
     the rate sent in one step. Threads refused together cut once: a 429 to a request reserved
-    before the latest cut, or within a second of it, is ignored, and slots reserved before a
-    cut are given up and taken again at the new rate.
+    before the latest cut, or within a second of it, is ignored, and a slot reserved before a
+    cut is given up and taken again at the new rate.
   - *The probe.* Then the rate follows a cubic curve of the seconds spent with requests
-    queueing: back near the measure in a few seconds, flat around it, then rising ever faster
-    (doubling 30 s past the flat part). A limit that rose is found within a minute, one that
-    did not is crossed about once a minute, which costs a few 429s and one or two cuts.
-  - The limit is reached within a few percent when the bucket holds half a second's worth or
-    more. A smaller one makes each pause cost throughput and the measure read low.
+    queueing: back near the measure in seconds, flat around it, then rising ever faster
+    (doubling 30 s past the flat part). A limit that rose is found within a minute; one that
+    did not is crossed about once a minute, for a few 429s and one or two cuts.
+  - This holds the limit within a few percent when the bucket holds half a second's worth or
+    more; with less, each pause costs throughput and the measure reads low.
   - `on_throttled_elsewhere(rate)` cuts on news of a 429 from another client sharing the limit.
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
   class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
@@ -106,13 +105,11 @@ class _EventMeter:
 class AdaptiveRateLimiter:
     """Paces request starts at the rate Webex accepts, learnt from 429s. Thread-safe.
 
-    Memory is bounded (two rings of counters over the last `anchor_s` seconds) and nothing
-    waits here: `reserve()` says how long the caller must sleep. The method is in the module
-    docstring; its knobs: `initial_rate`, `doubling_s` and `initial_burst` (slow start),
-    `backoff` (the rate after a cut, times the measure), `window_s` (the measure long after a
-    cut, and how long a burst of 429s lasts), `anchor_s` (how recent a cut must be to measure
-    from it), `bucket_s` (what a pause is taken to refill), `probe_s` (how fast the probe
-    climbs).
+    Memory is bounded (two rings of counters over `anchor_s`) and nothing waits here:
+    `reserve()` says how long to sleep. The method is in the module docstring; its knobs are
+    the slow start (`initial_rate`, `doubling_s`, `initial_burst`), the cut (`backoff` times
+    the measure, taken over `window_s` or since a cut within `anchor_s`, counting `bucket_s`
+    of a pause) and the probe (`probe_s` to double past the flat part).
     """
 
     def __init__(
