@@ -5,14 +5,32 @@ politely through one `Throttle` that every request passes before it is sent and 
 each answer went (`on_throttled`, `on_accepted`):
 
 * **A shared pause.** A 429 or 423 with `Retry-After` sets a shared "not before" instant: every
-  thread waits for it before its next request instead of hammering an API that asked for quiet.
-  The pause always applies because it is the server's explicit request.
-* **An AIMD limiter** (`AdaptiveRateLimiter`), engaged by a 429: it starts unlimited, drops to
-  0.8 times the request rate observed over the last few seconds, and climbs by a fixed step after
-  each streak of successes. Rates derive from the *observed* rate, so a burst of simultaneous
-  429s from many threads cuts once, not once per thread. Requests are spaced by reserving send
-  slots under a lock and sleeping outside it. The client's `adaptive_rate_limit=False` leaves it
-  out.
+  thread waits for it before its next request instead of hammering an API that asked for quiet,
+  even one that was already sleeping until its send slot. The pause always applies because it
+  is the server's explicit request.
+* **An adaptive limiter** (`AdaptiveRateLimiter`) that finds the limit and holds just under it.
+  Requests are spaced by reserving send slots under a lock and sleeping outside it; the
+  client's `adaptive_rate_limit=False` leaves the limiter out (the pause still applies).
+
+  - *Slow start.* Until the first 429 requests are paced from 50/s (8 may go at once), the
+    rate doubling every half second during which requests queue for slots: threads starting
+    together do not empty the bucket at once, and idle time never raises a rate.
+  - *The cut.* A 429 says the server's bucket just ran dry, as it did at the previous cut. If
+    that was recent (15 s), the requests accepted since, over the time since, are the limit;
+    the pause Webex asked for counts for at most half a second (a bucket refills in a pause
+    only what it holds). Otherwise the requests accepted over the last second measure it; if
+    that read high (a bucket lets a burst through), the cut that soon follows corrects it.
+    The rate becomes 0.97 times the measure: never above the rate refused, never below half
+    the rate sent in one step. Threads refused together cut once: a 429 to a request reserved
+    before the latest cut, or within a second of it, is ignored, and a slot reserved before a
+    cut is given up and taken again at the new rate.
+  - *The probe.* Then the rate follows a cubic curve of the seconds spent with requests
+    queueing: back near the measure in seconds, flat around it, then rising ever faster
+    (doubling 30 s past the flat part). A limit that rose is found within a minute; one that
+    did not is crossed about once a minute, for a few 429s and one or two cuts.
+  - This holds the limit within a few percent when the bucket holds half a second's worth or
+    more; with less, each pause costs throughput and the measure reads low.
+  - `on_throttled_elsewhere(rate)` cuts on news of a 429 from another client sharing the limit.
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
   class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
   with the count of token refreshes, as a frozen `ClientStats`, stored per batch by the executor
@@ -57,82 +75,209 @@ class ClientStats:
         return asdict(self)
 
 
+class _EventMeter:
+    """Events counted in short bins over the last `span_s` seconds (bounded memory)."""
+
+    def __init__(self, *, span_s: float, bin_s: float = 0.05) -> None:
+        self._bin_s = bin_s
+        self._bins: deque[list[int]] = deque(maxlen=math.ceil(span_s / bin_s) + 2)
+
+    def add(self, now: float) -> None:
+        index = math.floor(now / self._bin_s)
+        if self._bins and self._bins[-1][0] == index:
+            self._bins[-1][1] += 1
+        else:
+            self._bins.append([index, 1])
+
+    def count_since(self, start: float) -> float:
+        """Events after `start`; the bin that holds `start` counts in proportion."""
+        total = 0.0
+        for index, count in reversed(self._bins):
+            begin = index * self._bin_s
+            if begin >= start:
+                total += count
+                continue
+            total += count * max(0.0, (begin + self._bin_s - start) / self._bin_s)
+            break
+        return total
+
+
 class AdaptiveRateLimiter:
-    """AIMD pacing of request starts, learnt from 429s. Thread-safe; bounded memory."""
+    """Paces request starts at the rate Webex accepts, learnt from 429s. Thread-safe.
+
+    Memory is bounded (two rings of counters over `anchor_s`) and nothing waits here:
+    `reserve()` says how long to sleep. The method is in the module docstring; its knobs are
+    the slow start (`initial_rate`, `doubling_s`, `initial_burst`), the cut (`backoff` times
+    the measure, taken over `window_s` or since a cut within `anchor_s`, counting `bucket_s`
+    of a pause) and the probe (`probe_s` to double past the flat part).
+    """
 
     def __init__(
         self,
         *,
         clock: Callable[[], float] = time.monotonic,
-        decrease_factor: float = 0.8,
-        increase_step: float = 1.0,
-        increase_after: int = 20,
+        initial_rate: float = 50.0,
+        doubling_s: float = 0.5,
+        initial_burst: int = 8,
+        backoff: float = 0.97,
+        probe_s: float = 30.0,
+        window_s: float = 1.0,
+        anchor_s: float = 15.0,
+        bucket_s: float = 0.5,
         min_rate: float = 1.0,
         max_rate: float = 1000.0,
-        window_s: float = 10.0,
-        history: int = 4096,
     ) -> None:
         self._clock = clock
-        self._decrease_factor = decrease_factor
-        self._increase_step = increase_step
-        self._increase_after = increase_after
+        self._initial_rate = initial_rate
+        self._doubling_s = doubling_s
+        self._initial_burst = initial_burst
+        # The probe: rate = ceiling * (1 + growth * (t - plateau)^3), t = busy seconds since
+        # the cut. It starts at backoff * ceiling, is flat at the ceiling after `plateau_s`
+        # (9 s), then doubles the ceiling `probe_s` seconds later.
+        self._growth = 1.0 / probe_s**3
+        self._plateau_s = probe_s * (1.0 - backoff) ** (1.0 / 3.0)
+        self._window_s = window_s
+        self._anchor_s = anchor_s
+        self._bucket_s = bucket_s
         self._min_rate = min_rate
         self._max_rate = max_rate
-        self._window_s = window_s
         self._lock = threading.Lock()
-        self._rate: float | None = None
+        self._accepted = _EventMeter(span_s=max(anchor_s, window_s) + 1.0)
+        self._started = _EventMeter(span_s=max(anchor_s, window_s) + 1.0)
+        self._mine = threading.local()  # the cuts counted when this thread last reserved
+        self._ceiling: float | None = None  # the learnt limit; None until the first 429
+        self._cut_at = -math.inf
+        self._cuts = 0
+        self._resumed_at: float | None = None  # the first reservation after the latest cut
+        self._first_at: float | None = None  # the first reservation ever
+        self._busy_s = 0.0  # seconds since the latest cut while requests queued for slots
+        self._reserved_at: float | None = None
         self._next_slot = -math.inf
-        self._starts: deque[float] = deque(maxlen=history)
-        self._streak = 0
+        self._reported = 0.0
 
     @property
     def rate(self) -> float | None:
-        """Allowed requests per second; None while no 429 has been seen."""
+        """Requests per second allowed now; None while no 429 has been seen (slow start)."""
         with self._lock:
-            return self._rate
+            return None if self._ceiling is None else self._current()
 
     def reserve(self) -> float:
         """Claim the next send slot and return the seconds until it (sleep outside any lock)."""
         with self._lock:
             now = self._clock()
-            slot = now if self._rate is None else max(now, self._next_slot)
-            if self._rate is not None:
-                self._next_slot = slot + 1.0 / self._rate
-            self._starts.append(slot)
+            self._mine.cut = self._cuts
+            self._started.add(now)
+            if self._first_at is None:
+                self._first_at = now
+            if self._resumed_at is None:
+                self._resumed_at = now
+            rate = self._current()
+            due = max(now, self._next_slot)
+            # Until the first 429 a few requests may go at once: a run's first requests, or
+            # the few of a short command, are not spaced out.
+            burst = self._initial_burst if self._ceiling is None else 1
+            slot = max(now, due - max(burst - 1, 0) / rate)
+            self._next_slot = due + 1.0 / rate
+            if slot > now and self._reserved_at is not None:
+                # Requests are queueing: the limiter, not the workload, sets the pace, so this
+                # time counts as probing the limit. Idle time does not raise the rate.
+                self._busy_s += min(now - self._reserved_at, 1.0)
+            self._reserved_at = now
             return slot - now
 
+    def holds_slot(self) -> bool:
+        """Whether this thread's latest slot still stands: no cut since it was reserved."""
+        with self._lock:
+            return bool(getattr(self._mine, "cut", self._cuts) == self._cuts)
+
     def observed_rate(self) -> float:
+        """Requests started per second over the last `anchor_s` seconds."""
         with self._lock:
-            return self._observed(self._clock())
-
-    def _observed(self, now: float) -> float:
-        while self._starts and self._starts[0] < now - self._window_s:
-            self._starts.popleft()
-        if not self._starts:
-            return 0.0
-        # At least a second of span, so three quick requests do not read as 300 per second.
-        return len(self._starts) / max(now - self._starts[0], 1.0)
-
-    def on_throttled(self) -> float:
-        """Multiplicative decrease after a 429; returns the new rate."""
-        with self._lock:
-            target = self._decrease_factor * self._observed(self._clock())
-            rate = min(self._max_rate, max(self._min_rate, target))
-            self._rate = rate if self._rate is None else min(self._rate, rate)
-            self._streak = 0
-            return self._rate
+            return self._per_second(self._started, self._clock(), self._anchor_s)
 
     def on_success(self) -> float | None:
-        """Additive increase after a streak of successes; returns the new rate if it rose."""
+        """Count an accepted request; returns the rate when it rose well past the ceiling."""
         with self._lock:
-            if self._rate is None or self._rate >= self._max_rate:
+            self._accepted.add(self._clock())
+            if self._ceiling is None:
                 return None
-            self._streak += 1
-            if self._streak < self._increase_after:
+            rate = self._current()
+            if rate < 1.1 * self._reported:
                 return None
-            self._streak = 0
-            self._rate = min(self._max_rate, self._rate + self._increase_step)
-            return self._rate
+            self._reported = rate
+            return rate
+
+    def on_throttled(self) -> float | None:
+        """After a 429: cut to just under the rate Webex accepted; None if it adds nothing.
+
+        A 429 for a request reserved before the latest cut belongs to the burst that caused
+        that cut (threads refused together cut once), and so does any 429 within `window_s`.
+        """
+        with self._lock:
+            now = self._clock()
+            if getattr(self._mine, "cut", self._cuts) != self._cuts:
+                return None
+            if now - self._cut_at < self._window_s:
+                return None
+            # Never below half the rate requests were sent at in one step: idle time in the
+            # measure must not crash the rate (a steep fall of the limit takes a few cuts).
+            floor = 0.5 * self._per_second(self._started, now, self._window_s)
+            return self._cut(now, max(floor, self._estimate(now)))
+
+    def on_throttled_elsewhere(self, rate: float) -> float | None:
+        """Another client sharing the limit was refused while this one's share was `rate`.
+
+        Cuts to just under `rate` (or the current rate, if lower), at most once per `window_s`
+        like a 429 of our own; None if it adds nothing.
+        """
+        with self._lock:
+            now = self._clock()
+            if now - self._cut_at < self._window_s:
+                return None
+            return self._cut(now, rate)
+
+    def _current(self) -> float:
+        if self._ceiling is None:
+            rate = self._initial_rate * math.pow(2.0, min(self._busy_s / self._doubling_s, 30.0))
+        else:
+            offset = self._busy_s - self._plateau_s
+            rate = self._ceiling * (1.0 + self._growth * offset**3)
+        return min(self._max_rate, max(self._min_rate, rate))
+
+    def _estimate(self, now: float) -> float:
+        """The limit, measured from the requests Webex accepted just before this 429."""
+        since_cut = now - self._cut_at
+        if since_cut <= self._anchor_s:
+            # The bucket behind the limit was empty at the latest cut and is empty again now,
+            # so what it let through in between is its rate. During the pause it refilled by
+            # what it holds, taken as `bucket_s` seconds' worth: too much reads low, too little
+            # reads high and costs one more cut soon.
+            resumed = self._resumed_at if self._resumed_at is not None else now
+            paused = min(resumed - self._cut_at, self._bucket_s)
+            served = now - resumed + paused
+            if served > 0:
+                return self._accepted.count_since(self._cut_at) / served
+        # Long after a cut, nothing is known to have emptied the bucket but this 429: measure
+        # the last `window_s` seconds, which the next cut, if needed, refines.
+        return self._per_second(self._accepted, now, self._window_s)
+
+    def _per_second(self, meter: _EventMeter, now: float, window: float) -> float:
+        """Events per second over the last `window` seconds (or since the first request)."""
+        first = self._first_at if self._first_at is not None else now
+        span = min(window, max(now - first, 0.25 * self._window_s))
+        return meter.count_since(now - span) / span
+
+    def _cut(self, now: float, estimate: float) -> float:
+        ceiling = min(self._current(), estimate)  # never above the rate that was refused
+        self._ceiling = min(self._max_rate, max(self._min_rate, ceiling))
+        self._cut_at = now
+        self._cuts += 1
+        self._resumed_at = None
+        self._busy_s = 0.0
+        self._reported = self._ceiling
+        rate = self._current()
+        self._next_slot = min(self._next_slot, now + 1.0 / rate)
+        return rate
 
 
 class Throttle:
@@ -172,10 +317,15 @@ class Throttle:
                 self._sleep(pause)
                 waited += pause
                 continue
-            delay = self.limiter.reserve() if self.limiter is not None else 0.0
+            limiter = self.limiter
+            delay = limiter.reserve() if limiter is not None else 0.0
             if delay > 0:
                 self._sleep(delay)
                 waited += delay
+                # While this thread slept, Webex may have asked for quiet, and the rate may
+                # have been cut: a slot spaced at the old rate is no longer this thread's.
+                if self.paused_for() > 0 or (limiter is not None and not limiter.holds_slot()):
+                    continue
             return waited
         return waited
 
@@ -190,9 +340,8 @@ class Throttle:
                 extra={"event": "shared_pause", "wait_s": round(pause, 3), **log_fields},
             )
         if status == 429 and self.limiter is not None:
-            before = self.limiter.rate
             rate = self.limiter.on_throttled()
-            if rate != before:
+            if rate is not None:
                 logger.warning(
                     "lowered the request rate after HTTP 429",
                     extra={"event": "rate_limit_lowered", "rate_per_s": round(rate, 2)},

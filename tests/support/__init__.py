@@ -14,4 +14,5 @@ scripted     the simulator in-process with chosen requests answered from a scrip
 work         jobs: a CSV ingested into a ledger and worked against the simulator
 system       the simulator on a socket and `ledger` as a subprocess
 system_checks  the invariants the system tests check, read from the ledger file
+rate_model   a rate-limited server and worker threads hammering it, in virtual time
 """
