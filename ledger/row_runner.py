@@ -13,6 +13,7 @@ Every write is fenced by the row's claim: a worker that lost the row hears `Clai
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ledger import actions_registry as registry
@@ -66,6 +67,18 @@ class _Progress:
 
     step: StepName
     changed: list[StepName]
+
+
+@dataclass(frozen=True)
+class RowDecision:
+    """A row's own steps as decided before any write: the context their lookups filled, the
+    steps still to run (each with whether a success of it is on record), and each step's plan.
+    A step without a plan reads what an earlier step writes: it is decided when its turn comes.
+    """
+
+    ctx: registry.RowContext
+    todo: list[tuple[registry.StepSpec, bool]]
+    plans: dict[StepName, registry.Plan]
 
 
 class RowRunner:
@@ -130,21 +143,13 @@ class RowRunner:
                 if calling_license.error is not None:
                     raise calling_license.error
                 raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem)
-            user_done = row.steps.get(StepName.USER)
-            if user_done is not None and user_done.status not in SUCCESS_STEP_STATUSES:
-                user_done = None
-            ctx = registry.RowContext(
-                client=self.client,
-                row=row.user,
-                location_id=location_id,
-                license_id=license_id,
-                settle_s=self.settings.LOOKUP_SETTLE_S,
-                max_attempts=self.settings.MAX_RETRIES + 1,
+            ctx = self.context(
+                row,
+                location_id,
+                license_id,
                 mark_started=lambda started: record_step(self.ledger, row, started, lease_s=lease),
-                unknown_outcome=self._settle_left(row),
-                user_id=user_done.remote_id if user_done is not None else None,
             )
-            if calling_license.problem and user_done is None:
+            if calling_license.problem and ctx.user_id is None:
                 # No unit left: only a user who already holds the license can go on. The
                 # lookup is the user step's own (memoised), so this costs no request.
                 progress.step = StepName.USER
@@ -184,16 +189,45 @@ class RowRunner:
             self._record_pending(row, failure, error)
             return failure
 
-    def _row_steps(self, row: ClaimedRow, ctx: registry.RowContext, progress: _Progress) -> None:
-        """The row's own steps (number, user, settings): every one looked up and decided before
+    def context(
+        self,
+        row: ClaimedRow,
+        location_id: str,
+        license_id: str,
+        *,
+        mark_started: Callable[[StepOutcome], None],
+    ) -> registry.RowContext:
+        """The context a row's steps share: what the ledger knows of the row's earlier tries
+        (a user id recorded by a success, creates whose outcome is unknown) and the ids of its
+        location and license. `mark_started` records a create about to be sent."""
+        user_done = row.steps.get(StepName.USER)
+        if user_done is not None and user_done.status not in SUCCESS_STEP_STATUSES:
+            user_done = None
+        return registry.RowContext(
+            client=self.client,
+            row=row.user,
+            location_id=location_id,
+            license_id=license_id,
+            settle_s=self.settings.LOOKUP_SETTLE_S,
+            max_attempts=self.settings.MAX_RETRIES + 1,
+            mark_started=mark_started,
+            unknown_outcome=self._settle_left(row),
+            user_id=user_done.remote_id if user_done is not None else None,
+        )
+
+    def decide_steps(
+        self, row: ClaimedRow, ctx: registry.RowContext, progress: _Progress | None = None
+    ) -> RowDecision:
+        """The row's own steps (number, user, settings), every one looked up and decided before
         the first write, so that a row blocked for a reason a lookup can see (a number or an
-        extension in use, a user in another location) changes nothing; then applied in order,
-        each outcome committed before the next step starts.
+        extension in use, a user in another location) changes nothing. Reads only: `work` then
+        applies the decision, `ledger plan` reports it. Raises StepPending for a blocked row.
 
         A row that was pending before (a failed step on record) is back after `retry`: what its
         steps did then may no longer hold (a person found after a create whose answer was lost
         may lack its calling part), so each is looked up again; only what differs is written.
         """
+        progress = progress or _Progress(StepName.USER, [])
         recheck = any(state.status == StepStatus.FAILED for state in row.steps.values())
         todo = [
             (spec, row.step_done(spec.name))
@@ -211,9 +245,15 @@ class RowRunner:
         blocked = registry.blocked_before_writes(ctx, plans)
         if blocked is not None:
             raise registry.StepPending(blocked.reason or ReasonCode.CONFLICT, blocked.message or "")
-        for spec, done in todo:
+        return RowDecision(ctx, todo, plans)
+
+    def _row_steps(self, row: ClaimedRow, ctx: registry.RowContext, progress: _Progress) -> None:
+        """Decide the row's own steps (`decide_steps`), then apply them in order, each outcome
+        committed before the next step starts."""
+        decision = self.decide_steps(row, ctx, progress)
+        for spec, done in decision.todo:
             progress.step = spec.name
-            plan = plans.get(spec.name) or self._decide(ctx, spec)
+            plan = decision.plans.get(spec.name) or self._decide(ctx, spec)
             if done and plan.action == "unchanged":
                 continue  # as recorded: nothing to write, nothing new to record
             with bind_log_context(step=spec.name):
