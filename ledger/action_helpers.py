@@ -167,7 +167,8 @@ def _work_number(person: JSON) -> str | None:
     return None
 
 
-def _compact_number(value: str | None) -> str | None:
+def compact_number(value: str | None) -> str | None:
+    """A number as the rows hold it: digits and `+` only (Webex may format it otherwise)."""
     return None if value is None else "".join(ch for ch in value if ch.isdigit() or ch == "+")
 
 
@@ -194,7 +195,7 @@ def person_changes(row: UserRow, location_id: str, license_id: str, remote: JSON
     if license_id not in licenses:
         body["licenses"] = [*licenses, license_id]
         changed = True
-    if row.phone_number is not None and _compact_number(_work_number(body)) != row.phone_number:
+    if row.phone_number is not None and compact_number(_work_number(body)) != row.phone_number:
         others = [
             n
             for n in body.get("phoneNumbers") or []
@@ -219,7 +220,7 @@ def needs_location_move(remote: JSON, location_id: str) -> bool:
 
 def number_entry(items: list[JSON], phone_number: str) -> JSON | None:
     for item in items:
-        if _compact_number(str(item.get("phoneNumber") or "")) == phone_number:
+        if compact_number(str(item.get("phoneNumber") or "")) == phone_number:
             return item
     return None
 
@@ -228,7 +229,7 @@ def person_has_number(person: JSON, phone_number: str, location_id: str) -> bool
     """Whether a calling user in `location_id` already has `phone_number` as work number."""
     return (
         person.get("locationId") == location_id
-        and _compact_number(_work_number(person)) == phone_number
+        and compact_number(_work_number(person)) == phone_number
     )
 
 
