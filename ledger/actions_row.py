@@ -20,6 +20,7 @@ from ledger.error_handling import (
     RetryExhaustedError,
     UnexpectedResponseError,
 )
+from ledger.listings import BatchView, NumberInventory
 from ledger.records import EntityType, StepName, StepOutcome, StepStatus
 from ledger.row_rules import UserRow
 
@@ -48,9 +49,17 @@ class RowContext:
     user_id: str | None = None
     # The person this row's user step created in this session (what compensation deletes).
     created_id: str | None = None
+    # The listings of the row's batch (people, number inventories) that answer its lookups
+    # instead of a request each; None: every lookup is the row's own (see listings).
+    view: BatchView | None = None
+    # Whether the user step created the person in this session and the create's own answer
+    # gave it: its settings are Webex's defaults, so a write that needs no current value is
+    # sent without reading them.
+    fresh_person: bool = False
     _person: JSON | None = None
     _person_known: bool = False
     _settled_s: float = 0.0
+    _own_lookup: bool = False
     observed: dict[str, JSON | None] = field(default_factory=dict)
 
     def settle_for(self, step: StepName) -> float:
@@ -60,11 +69,18 @@ class RowContext:
     def person(self, *, settle_s: float = 0.0) -> JSON | None:
         """The row's person, looked up once per row (a miss again when asked to settle longer).
 
-        By the recorded id where the user step succeeded before (exact, and without the lag of
-        the lookup by email), else by email.
+        From the batch's listing of people where it has one (a person missing from it is
+        created: a create answered "already exists" looks up again, this time the row's own),
+        else by the recorded id where the user step succeeded before (exact, and without the
+        lag of the lookup by email), else by email.
         """
         if self._person_known and (self._person is not None or settle_s <= self._settled_s):
             return self._person
+        people = self.view.people if self.view is not None else None
+        if people is not None and not self._own_lookup and settle_s <= 0:
+            found = people.get(self.row.email)
+            self._person, self._person_known, self._settled_s = found, True, 0.0
+            return found
         found = None
         if self.user_id is not None:
             found = get_person(self.client, self.user_id, self.row.email)
@@ -74,14 +90,22 @@ class RowContext:
         return found
 
     def forget_person(self) -> None:
+        """Look the person up again, by the row's own lookup (no longer the listing's)."""
         self._person_known = False
         self._person = None
         self._settled_s = 0.0
+        self._own_lookup = True
 
     def remember_person(self, person: JSON) -> None:
         """The person as this row's user step left it: what the next steps look at."""
         self._person = person
         self._person_known = True
+        if self.view is not None and self.view.remember is not None:
+            self.view.remember(person)
+
+    def inventory(self) -> NumberInventory | None:
+        """The number inventory of the row's location, where the batch listed it."""
+        return self.view.inventory(self.location_id) if self.view is not None else None
 
     def outcome(
         self,
@@ -162,11 +186,23 @@ def lookup_number(ctx: RowContext) -> JSON | None:
 
 
 def _inventory_entry(ctx: RowContext) -> JSON | None:
-    phone = ctx.row.phone_number
-    response = ctx.client.request("GET", "/telephony/config/numbers", params={"phoneNumber": phone})
-    entry = helpers.number_entry(response.require_list("phoneNumbers"), phone or "")
+    """The number's entry: from the location's inventory where the batch listed it (a number
+    missing from it is added; one in another location is then refused by name, see
+    `bulk_numbers`), else by its own lookup, which also finds it in another location."""
+    phone = ctx.row.phone_number or ""
+    inventory = ctx.inventory()
+    if inventory is not None:
+        entry = inventory.number(phone)
+    else:
+        entry = find_number(ctx.client, phone)
     ctx.observed["number"] = entry
     return entry
+
+
+def find_number(client: WebexClient, phone: str) -> JSON | None:
+    """GET /telephony/config/numbers?phoneNumber=: the number's entry in whichever location."""
+    response = client.request("GET", "/telephony/config/numbers", params={"phoneNumber": phone})
+    return helpers.number_entry(response.require_list("phoneNumbers"), phone)
 
 
 def decide_number(ctx: RowContext, entry: JSON | None) -> Plan:
@@ -205,9 +241,10 @@ def apply_number(ctx: RowContext, plan: Plan) -> StepOutcome:
             safe_to_retry=True,
         )
     except (RetryExhaustedError, RetryableError, UnexpectedResponseError) as error:
-        # The answer was lost or garbled, not the write: the inventory tells whether the number
-        # is there now, and whether it is free for this row's person.
-        found = _inventory_entry(ctx)
+        # The answer was lost or garbled, not the write: the number's own lookup (not a listing
+        # read before the write) tells whether it is there now, and free for this row's person.
+        found = find_number(ctx.client, ctx.row.phone_number or "")
+        ctx.observed["number"] = found
         if found is None or decide_number(ctx, found).action != "unchanged":
             raise
         outcome = ctx.outcome(StepName.NUMBER, StepStatus.CREATED, ctx.row.phone_number)
@@ -249,7 +286,8 @@ def decide_user(ctx: RowContext, person: JSON | None) -> Plan:
 
 def extension_taken(ctx: RowContext, person: JSON | None) -> Plan | None:
     """Pending `extension_in_use` when the row's extension belongs to someone else in its
-    location (GET /telephony/config/numbers?locationId=&extension=), else None.
+    location, else None: from the location's inventory where the batch listed it, else by
+    GET /telephony/config/numbers?locationId=&extension=.
 
     Only asked where a write would otherwise come before the user's own write (the row's
     number must be added first): elsewhere the user's create or update finds out by itself.
@@ -260,22 +298,28 @@ def extension_taken(ctx: RowContext, person: JSON | None) -> Plan | None:
     person_id = None if person is None else id_of(person)
     if person is not None and helpers.person_has_extension(person, extension, ctx.location_id):
         return None
-    response = ctx.client.request(
-        "GET",
-        "/telephony/config/numbers",
-        params={"locationId": ctx.location_id, "extension": extension},
-    )
-    for entry in response.require_list("phoneNumbers"):
-        if str(entry.get("extension") or "") != extension:
-            continue
-        owner = helpers.number_owner_id(entry)
-        if owner is not None and owner != person_id:
-            return Plan(
-                "pending",
-                remote_id=person_id,
-                reason=ReasonCode.EXTENSION_IN_USE,
-                message=f"extension {extension} is assigned to someone else in the location",
-            )
+    inventory = ctx.inventory()
+    if inventory is not None:
+        owners = inventory.extension_owners(extension)
+    else:
+        response = ctx.client.request(
+            "GET",
+            "/telephony/config/numbers",
+            params={"locationId": ctx.location_id, "extension": extension},
+        )
+        owners = [
+            owner
+            for entry in response.require_list("phoneNumbers")
+            if str(entry.get("extension") or "") == extension
+            and (owner := helpers.number_owner_id(entry)) is not None
+        ]
+    if any(owner != person_id for owner in owners):
+        return Plan(
+            "pending",
+            remote_id=person_id,
+            reason=ReasonCode.EXTENSION_IN_USE,
+            message=f"extension {extension} is assigned to someone else in the location",
+        )
     return None
 
 
@@ -305,6 +349,7 @@ def apply_user(ctx: RowContext, plan: Plan) -> StepOutcome:
     if created.outcome.status == StepStatus.CREATED:
         ctx.created_id = created.outcome.remote_id
     if created.found is None:
+        ctx.fresh_person = True
         ctx.remember_person({"id": created.outcome.remote_id, **body})
         return created.outcome
     return _complete_person(ctx, created)

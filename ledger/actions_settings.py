@@ -1,5 +1,12 @@
 """The settings step of a row: the calling settings the row names (voicemail, call waiting,
 caller ID), read, compared and written only where they differ (registered in `actions_registry`).
+
+For a person the user step created a moment ago (`RowContext.fresh_person`), a write that needs
+no current value is sent without reading first, per the PUT bodies of the official files:
+call waiting's PUT is `{enabled}` alone, and caller ID's needs only `selected` (a caller ID of
+DIRECT_LINE is still read first for a row without a number, whose person Webex does not offer
+it). Voicemail is always read: its PUT requires `notifications` and `transferToNumber`, whose
+current values a write must send back.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ VOICEMAIL_PUT_KEYS = (
     "faxMessage",
 )
 
-SettingsObserved = dict[str, JSON]
+# What the settings lookup saw, per endpoint the row names; None: not read (written blind).
+SettingsObserved = dict[str, JSON | None]
 
 
 def settings_applies(row: UserRow) -> bool:
@@ -32,14 +40,20 @@ def settings_applies(row: UserRow) -> bool:
 
 def lookup_settings(ctx: RowContext, person_id: str) -> SettingsObserved:
     row = ctx.row
+    fresh = ctx.fresh_person
     seen: SettingsObserved = {}
     if row.voicemail_enabled is not None or row.voicemail_rings is not None:
-        seen["voicemail"] = _get_object(ctx, f"/people/{person_id}/features/voicemail")
+        seen["voicemail"] = _read(ctx, person_id, "voicemail")
     if row.call_waiting_enabled is not None:
-        seen["callWaiting"] = _get_object(ctx, f"/people/{person_id}/features/callWaiting")
+        seen["callWaiting"] = None if fresh else _read(ctx, person_id, "callWaiting")
     if row.caller_id is not None:
-        seen["callerId"] = _get_object(ctx, f"/people/{person_id}/features/callerId")
+        offered = row.caller_id != "DIRECT_LINE" or row.phone_number is not None
+        seen["callerId"] = None if fresh and offered else _read(ctx, person_id, "callerId")
     return seen
+
+
+def _read(ctx: RowContext, person_id: str, feature: str) -> JSON:
+    return _get_object(ctx, f"/people/{person_id}/features/{feature}")
 
 
 def _get_object(ctx: RowContext, path: str) -> JSON:
@@ -51,17 +65,18 @@ def _get_object(ctx: RowContext, path: str) -> JSON:
 
 def decide_settings(ctx: RowContext, person_id: str, seen: SettingsObserved) -> Plan:
     writes: list[tuple[str, str, JSON]] = []
-    if "voicemail" in seen:
-        change = helpers.voicemail_changes(ctx.row, seen["voicemail"])
+    voicemail = seen.get("voicemail")
+    if voicemail is not None:
+        change = helpers.voicemail_changes(ctx.row, voicemail)
         if change is not None:
             body = {key: value for key, value in change.items() if key in VOICEMAIL_PUT_KEYS}
             writes.append(("PUT", f"/people/{person_id}/features/voicemail", body))
     if "callWaiting" in seen:
-        change = helpers.call_waiting_changes(ctx.row, seen["callWaiting"])
+        change = helpers.call_waiting_changes(ctx.row, seen["callWaiting"] or {})
         if change is not None:
             writes.append(("PUT", f"/people/{person_id}/features/callWaiting", change))
     if "callerId" in seen:
-        current = seen["callerId"]
+        current = seen["callerId"] or {}
         allowed = current.get("types")
         if isinstance(allowed, list) and ctx.row.caller_id not in allowed:
             return Plan(

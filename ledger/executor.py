@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.batch_iterator import BatchBounds, BatchState, LeaseKeeper, iterate_batches
+from ledger.batch_prep import prepare_batch
 from ledger.config import Settings
 from ledger.connection_client import WebexClient
 from ledger.database import Ledger
@@ -36,7 +37,7 @@ from ledger.locations import LocationProvisioner
 from ledger.preflight import preflight
 from ledger.records import ClaimedRow, Failure, RowStatus, RunInfo, WorkEnd
 from ledger.reports import outcome_counts, snapshot
-from ledger.row_runner import LicenseLookup, RowRunner, lookup_license
+from ledger.row_runner import LicenseLookup, RowRunner
 from ledger.state_store import (
     release_rows,
     reset_failed_entities,
@@ -201,23 +202,20 @@ class Worker:
             "batch start",
             extra={"event": "batch_start", "batch_id": batch_id, "rows": len(rows)},
         )
-        calling_license = self._license or lookup_license(
-            self.client, self.settings.WEBEX_CALLING_LICENSE
-        )
+        batch = prepare_batch(self.rows, provisioner, rows, self._license)
         self._license = None
-        locations = provisioner.ensure(rows)
         tally = _BatchTally()
         unstarted: list[ClaimedRow] = []
         unstarted_lock = threading.Lock()
 
         def work_one(row: ClaimedRow) -> None:
-            location = locations[row.user.location_name]
+            location = batch.locations[row.user.location_name]
             if self.stop.is_set() or self.breaker.is_set() or location.busy:
                 with unstarted_lock:
                     unstarted.append(row)
                 return
             try:
-                failure = self.rows.work(row, location, calling_license)
+                failure = self.rows.work(row, batch)
             except ClaimLostError:  # another worker owns the row now: not ours to count
                 return
             self._count(tally, failure)

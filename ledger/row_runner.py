@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ledger import actions_registry as registry
 from ledger.config import Settings
 from ledger.connection_client import WebexClient
 from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError, ReasonCode, WebexError
+from ledger.listings import BatchView, OrgListings
 from ledger.locations import LocationOutcome
 from ledger.logs import bind_log_context
 from ledger.records import (
@@ -33,11 +35,15 @@ from ledger.records import (
     RowStatus,
     StepName,
     StepOutcome,
+    StepState,
     StepStatus,
     entity_of_step,
     utcnow,
 )
 from ledger.state_store import finish_row, record_step, record_steps
+
+if TYPE_CHECKING:
+    from ledger.batch_prep import PreparedBatch
 
 logger = logging.getLogger(__name__)
 
@@ -88,18 +94,19 @@ class RowRunner:
         self.settings = settings
         self.ledger = ledger
         self.client = client
+        # The org as this worker session read it: what a batch's lookups are answered from.
+        self.listings = OrgListings(client)
 
-    def work(
-        self, row: ClaimedRow, location: LocationOutcome, calling_license: LicenseLookup
-    ) -> Failure | None:
-        """Work one row: None once it is `success`, its Failure once it is `pending`.
+    def work(self, row: ClaimedRow, batch: PreparedBatch) -> Failure | None:
+        """Work one row of a prepared batch (`batch_prep`): None once it is `success`, its
+        Failure once it is `pending`.
 
         Raises ClaimLostError when another worker has taken the row over: this one must leave
         it alone, and it counts for neither outcome.
         """
         with bind_log_context(batch_id=row.batch_id, row_id=row.row_id, entity_key=row.user.email):
             try:
-                return self._steps(row, location, calling_license)
+                return self._steps(row, batch)
             except ClaimLostError:
                 logger.warning(
                     "claim lost; another worker owns the row", extra={"event": "claim_lost"}
@@ -123,10 +130,12 @@ class RowRunner:
                 self._record_pending(row, failure, error)
                 return failure
 
-    def _steps(
-        self, row: ClaimedRow, location: LocationOutcome, calling_license: LicenseLookup
-    ) -> Failure | None:
-        lease = self.settings.LEDGER_LEASE_S
+    def _steps(self, row: ClaimedRow, batch: PreparedBatch) -> Failure | None:
+        location = batch.locations[row.user.location_name]
+        calling_license = batch.license
+        number = batch.numbers.get(row.pk)
+        if isinstance(number, StepOutcome):  # added (and recorded) with its location's others
+            row = with_step(row, number)
         progress = _Progress(
             StepName.LOCATION,
             [name for name, state in row.steps.items() if state.status in CHANGED_STEP_STATUSES],
@@ -143,21 +152,14 @@ class RowRunner:
                 if calling_license.error is not None:
                     raise calling_license.error
                 raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem)
-            ctx = self.context(
-                row,
-                location_id,
-                license_id,
-                mark_started=lambda started: record_step(self.ledger, row, started, lease_s=lease),
+            if isinstance(number, Failure):  # the location's number add refused this number
+                progress.step = StepName.NUMBER
+                raise registry.StepPending(number.reason, number.message, number.http_status)
+            ctx = batch.contexts.get(row.pk) or self.context(
+                row, location_id, license_id, mark_started=self.recorder(row), view=batch.view
             )
-            if calling_license.problem and ctx.user_id is None:
-                # No unit left: only a user who already holds the license can go on. The
-                # lookup is the user step's own (memoised), so this costs no request.
-                progress.step = StepName.USER
-                person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
-                if not registry.holds_license(person, license_id):
-                    raise registry.StepPending(
-                        ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem
-                    )
+            progress.step = StepName.USER
+            self.check_license(ctx, calling_license)
             self._row_steps(row, ctx, progress)
             finish_row(
                 self.ledger,
@@ -196,10 +198,12 @@ class RowRunner:
         license_id: str,
         *,
         mark_started: Callable[[StepOutcome], None],
+        view: BatchView | None = None,
     ) -> registry.RowContext:
         """The context a row's steps share: what the ledger knows of the row's earlier tries
         (a user id recorded by a success, creates whose outcome is unknown) and the ids of its
-        location and license. `mark_started` records a create about to be sent."""
+        location and license. `mark_started` records a create about to be sent. `view`, the
+        batch's listings (`listings`), answers the row's lookups where `uses_listing` allows."""
         user_done = row.steps.get(StepName.USER)
         if user_done is not None and user_done.status not in SUCCESS_STEP_STATUSES:
             user_done = None
@@ -213,7 +217,35 @@ class RowRunner:
             mark_started=mark_started,
             unknown_outcome=self._settle_left(row),
             user_id=user_done.remote_id if user_done is not None else None,
+            view=view if self.uses_listing(row) else None,
         )
+
+    @staticmethod
+    def uses_listing(row: ClaimedRow) -> bool:
+        """Whether a batch's listings may answer this row's lookups: not when the ledger shows
+        a create of its user whose outcome is unknown (`started`: Webex may lag in showing that
+        person), a person id recorded by an earlier success, or a failed step (a row back from
+        `ledger retry`): then its own lookups decide, the user's with LOOKUP_SETTLE_S."""
+        return not any(
+            state.status == StepStatus.FAILED
+            or (step == StepName.USER and state.status != StepStatus.SKIPPED)
+            for step, state in row.steps.items()
+        )
+
+    def recorder(self, row: ClaimedRow) -> Callable[[StepOutcome], None]:
+        """What records a row's step as it is about to write (its `mark_started`)."""
+        lease = self.settings.LEDGER_LEASE_S
+        return lambda started: record_step(self.ledger, row, started, lease_s=lease)
+
+    @staticmethod
+    def check_license(ctx: registry.RowContext, calling_license: LicenseLookup) -> None:
+        """With no unit of the license left, only a user who already holds it can go on
+        (StepPending otherwise). The lookup is the user step's own (memoised): no request."""
+        if not calling_license.problem or ctx.user_id is not None:
+            return
+        person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
+        if not registry.holds_license(person, ctx.license_id):
+            raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem)
 
     def decide_steps(
         self, row: ClaimedRow, ctx: registry.RowContext, progress: _Progress | None = None
@@ -399,3 +431,11 @@ def _location_pending(location: LocationOutcome, failure: Failure) -> registry.S
     if f"location {location.name!r}" not in message:
         message = f"location {location.name!r}: {message}"
     return registry.StepPending(failure.reason, message, failure.http_status)
+
+
+def with_step(row: ClaimedRow, outcome: StepOutcome) -> ClaimedRow:
+    """The row as its record stands once `outcome` (a success) was recorded for it."""
+    earlier = row.steps.get(outcome.step)
+    attempts = earlier.attempts if earlier is not None else 1
+    state = StepState(outcome.status, outcome.remote_id, attempts)
+    return replace(row, steps={**row.steps, outcome.step: state})

@@ -63,8 +63,10 @@ def realistic_job(jobs: Jobs) -> tuple[Scripted, list[dict[str, str]]]:
         ),
         *(person(n, extension=str(2000 + n)) for n in range(6, 10)),
         person(10, phone_number=phone(10), extension="", caller_id="DIRECT_LINE"),
+        # An existing user: its settings are read before they are written (the users this job
+        # creates get call waiting and caller ID written without a read).
         person(20, location="Branch", location_city="Golden", location_time_zone="America/Denver",
-               title="Manager"),
+               title="Manager", call_waiting_enabled="false", caller_id="LOCATION_NUMBER"),
         person(21, location="Branch", values=False, phone_number=phone(21)),
         person(40, location="Annex", values=False, phone_number=phone(40), voicemail_rings="4"),
     ]  # fmt: skip
@@ -96,6 +98,15 @@ def test_every_request_of_a_realistic_job_is_one_webex_documents(jobs: Jobs) -> 
     assert problems == [], "\n".join(dict.fromkeys(problems))
     assert seen >= EXPECTED_OPERATIONS, EXPECTED_OPERATIONS - seen
     assert len(scripted.log) > 50
+    # The batch's listings and its bulk number add were among the requests checked.
+    queries = [(sent.path, dict(sent.query)) for sent in scripted.log if sent.method == "GET"]
+    assert ("/v1/people", {"callingData": "true", "max": "100"}) in queries
+    assert any(
+        path == "/v1/telephony/config/numbers" and set(query) == {"locationId", "start", "max"}
+        for path, query in queries
+    )
+    added = [sent.body for sent in scripted.log if sent.path.endswith("/numbers")]
+    assert max(len(body["phoneNumbers"]) for body in added if body) > 1
 
 
 def test_the_contract_check_names_an_unknown_path_or_field() -> None:

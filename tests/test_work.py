@@ -506,20 +506,23 @@ def test_requests_per_row_new_users_then_a_rerun(jobs: Jobs) -> None:
         "GET /v1/locations": 1,
         "POST /v1/locations": 1,
         "POST /v1/telephony/config/locations": 1,
-        # Per row with a number: its lookup, and (the number is added before the user is
-        # created) whether someone else holds the row's extension, asked before that write.
-        "GET /v1/telephony/config/numbers": 20,
-        "POST /v1/telephony/config/locations/{locationId}/numbers": 10,
-        "GET /v1/people": 20,
+        # Read once for the batch: the location's number inventory (which also tells whether
+        # someone else holds a row's extension) and the org's people; the numbers the
+        # inventory lacks are added in one request.
+        "GET /v1/telephony/config/numbers": 1,
+        "POST /v1/telephony/config/locations/{locationId}/numbers": 1,
+        "GET /v1/people": 1,
         "POST /v1/people": 20,
-        "GET /v1/people/{personId}/features/callWaiting": 10,
+        # A user created a moment ago: call waiting is written without a read.
         "PUT /v1/people/{personId}/features/callWaiting": 10,
     }
     assert rerun == {
         "GET /v1/licenses": 1,
         "GET /v1/locations": 1,
         "GET /v1/telephony/config/locations/{locationId}": 1,
-        "GET /v1/people": 20,  # a person who has the number proves it is in the inventory
+        # The org's people, listed once: a person who has the number proves it is in the
+        # inventory, which is then not read.
+        "GET /v1/people": 1,
         "GET /v1/people/{personId}/features/callWaiting": 10,
     }
 
@@ -681,12 +684,13 @@ def test_only_the_settings_a_row_names_are_read_and_written(jobs: Jobs) -> None:
     assert first is not None and second is not None
     paths = [(r.method, r.path) for r in sim.request_log if "/features/" in r.path]
     first_paths = sorted(p for p in paths if first["id"] in p[1])  # type: ignore[operator]
+    # Users created a moment ago: call waiting and caller ID are written without a read;
+    # voicemail is read first (its PUT needs the current notifications and transfer number).
     assert first_paths == [
-        ("GET", f"/v1/people/{first['id']}/features/callWaiting"),
         ("PUT", f"/v1/people/{first['id']}/features/callWaiting"),
     ]
     assert not any("user3" in p for _, p in paths)
-    assert len(paths) == 2 + 4  # row 2: voicemail and callerId, each read then written
+    assert len(paths) == 1 + 3  # row 2: voicemail read then written, callerId written
 
     settings_one = sim.person_settings(str(first["id"]))
     assert settings_one["callWaiting"] is False
@@ -712,8 +716,13 @@ def test_only_the_settings_a_row_names_are_read_and_written(jobs: Jobs) -> None:
 
 def test_settings_that_already_match_make_no_put(jobs: Jobs) -> None:
     sim = jobs.simulator()
-    sim.add_location("HQ", calling=True)
-    # A new calling user has voicemail on with 3 rings, call waiting on.
+    hq = sim.add_location("HQ", calling=True)
+    # A calling user who already exists, as the row has them (a user this run creates has
+    # its settings written without a read): voicemail on with 3 rings, call waiting on.
+    sim.add_person(
+        "user1@example.com", first_name="User", last_name="Number1", location_id=hq,
+        extension="1001",
+    )  # fmt: skip
     job = jobs.start(
         [person(1, voicemail_enabled="true", voicemail_rings="3", call_waiting_enabled="yes")],
         sim=sim,

@@ -141,3 +141,29 @@ class Scripted:
             if answer is None:
                 return response
         return answer(request)
+
+
+# The org-wide listing of people a batch reads (GET /people without email), not a row's lookup.
+PEOPLE_LISTING = r"^/v1/people\?callingData=true&max="
+
+
+def endless_listing() -> Answer:
+    """Pages of people that never end (each links to the next): an org with more people than a
+    batch may read in pages, so that each row's lookup is its own (see `ledger.listings`)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params.get("cursor", "0"))
+        item = {"id": f"OTHER{page}", "emails": [f"other{page}@example.com"], "displayName": "O"}
+        following = request.url.copy_set_param("cursor", str(page + 1))
+        return httpx.Response(
+            200, json={"items": [item]}, headers={"Link": f'<{following}>; rel="next"'}
+        )
+
+    return answer
+
+
+def looked_up_row_by_row(scripted: Scripted) -> Scripted:
+    """Make the org too large to list: every row then looks its person up by email, with the
+    faults a test scripts on that lookup."""
+    scripted.on("GET", PEOPLE_LISTING, endless_listing(), repeat=True)
+    return scripted

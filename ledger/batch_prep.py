@@ -1,0 +1,272 @@
+"""A claimed batch made ready for its rows, in one call before they run (`prepare_batch`).
+
+In order: the calling license (looked up once per batch); the batch's locations, provisioned
+once per run (`locations`); the listings its rows' lookups are answered from (`listings`: the
+org's people, the number inventory of each location whose rows need a number decided); each
+row's own decision, read-only (`RowRunner.decide_steps`); then, per location, one request adding
+every number the inventory lacks among the rows that nothing blocks (`bulk_numbers`).
+
+Each of those rows still has its own `number` step record: `started` before the request,
+`created` after it, committed here, before the row's user is created. A number the add refused
+is that row's failure alone, which its own work records as pending. A row whose lookups are its
+own (`RowRunner.uses_listing`) adds its number itself, as it always did.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from ledger import action_helpers as helpers
+from ledger import actions_registry as registry
+from ledger.actions_row import decide_number, find_number
+from ledger.bulk_numbers import NumberAdded, NumberResult, add_numbers
+from ledger.error_handling import (
+    ClaimLostError,
+    HTTPStatusError,
+    InvariantError,
+    ReasonCode,
+    WebexError,
+)
+from ledger.listings import BatchView, NumberInventory
+from ledger.locations import LocationOutcome, LocationProvisioner
+from ledger.logs import bind_log_context
+from ledger.records import ClaimedRow, Failure, StepName, StepOutcome, StepStatus
+from ledger.row_runner import LicenseLookup, RowRunner, lookup_license
+from ledger.state_store import record_step
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """What a batch's rows share: the license, their locations, the listings their lookups are
+    answered from, and for each row whose number was added with its location's others, its
+    recorded `number` outcome or why the add refused it (by row pk); `contexts` are the rows'
+    contexts as their decision left them (their lookups made, memoised)."""
+
+    license: LicenseLookup
+    locations: Mapping[str, LocationOutcome]
+    view: BatchView | None = None
+    numbers: Mapping[int, StepOutcome | Failure] = field(default_factory=dict)
+    contexts: Mapping[int, registry.RowContext] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A row whose number its location's inventory lacks, and nothing blocks."""
+
+    row: ClaimedRow
+    ctx: registry.RowContext
+    phone: str
+
+
+def prepare_batch(
+    runner: RowRunner,
+    provisioner: LocationProvisioner,
+    rows: Sequence[ClaimedRow],
+    calling_license: LicenseLookup | None = None,
+) -> PreparedBatch:
+    """Make `rows` ready to run (see the module docstring). `calling_license`: one already
+    looked up for this batch (by the preflight), else it is looked up here."""
+    found = calling_license or lookup_license(runner.client, runner.settings.WEBEX_CALLING_LICENSE)
+    locations = provisioner.ensure(rows)
+    view = batch_view(runner, rows, locations)
+    if provisioner.stop.is_set() or found.license_id is None:
+        return PreparedBatch(found, locations, view)
+    width = runner.settings.LEDGER_CONCURRENCY
+    decided = _parallel(width, lambda row: _decide(runner, row, locations, found, view), rows)
+    contexts = {row.pk: ctx for row, (ctx, _) in zip(rows, decided, strict=True) if ctx}
+    candidates = [candidate for _, candidate in decided if candidate is not None]
+    numbers = _add_in_bulk(runner, candidates, width)
+    return PreparedBatch(found, locations, view, numbers, contexts)
+
+
+def batch_view(
+    runner: RowRunner, rows: Sequence[ClaimedRow], locations: Mapping[str, LocationOutcome]
+) -> BatchView:
+    """The listings the batch's lookups are answered from; reads only (`ledger plan` too).
+
+    The people are listed when some row may use them, within as many pages as those rows
+    (each would otherwise cost a lookup); a location's number inventory when one of its rows
+    has a number to decide that its listed person does not already hold."""
+    listings = runner.listings
+    listed = [
+        row for row in rows if runner.uses_listing(row) and _location_id(locations, row) is not None
+    ]
+    people = listings.people(budget_pages=len(listed)) if listed else None
+    wanted: dict[str, None] = {}
+    for row in listed:
+        phone, location_id = row.user.phone_number, _location_id(locations, row)
+        if phone is None or location_id is None or row.step_done(StepName.NUMBER):
+            continue
+        person = people.get(row.user.email) if people is not None else None
+        if person is None or not helpers.person_has_number(person, phone, location_id):
+            wanted[location_id] = None
+    width = runner.settings.LEDGER_CONCURRENCY
+    read = _parallel(width, listings.inventory, wanted)
+    inventories = {
+        location_id: inventory
+        for location_id, inventory in zip(wanted, read, strict=True)
+        if inventory is not None
+    }
+    return BatchView(people, inventories, listings.remember_person)
+
+
+def _location_id(locations: Mapping[str, LocationOutcome], row: ClaimedRow) -> str | None:
+    location = locations.get(row.user.location_name)
+    if location is None or location.failure is not None or location.busy:
+        return None
+    return location.location_id
+
+
+def _decide(
+    runner: RowRunner,
+    row: ClaimedRow,
+    locations: Mapping[str, LocationOutcome],
+    calling_license: LicenseLookup,
+    view: BatchView,
+) -> tuple[registry.RowContext | None, _Candidate | None]:
+    """A row's decision, made here for a row with a number to decide whose lookups the
+    listings answer: its context (kept for its work, lookups memoised), and the row as a
+    candidate of its location's bulk add when its number is missing from the inventory and
+    nothing blocks it. Reads only; any doubt leaves the number to the row's own work."""
+    location_id = _location_id(locations, row)
+    phone = row.user.phone_number
+    license_id = calling_license.license_id
+    if location_id is None or phone is None or license_id is None:
+        return None, None
+    if not runner.uses_listing(row) or row.step_done(StepName.NUMBER):
+        return None, None
+    if view.inventory(location_id) is None:
+        return None, None
+    ctx = runner.context(row, location_id, license_id, mark_started=runner.recorder(row), view=view)
+    with bind_log_context(batch_id=row.batch_id, row_id=row.row_id, entity_key=row.user.email):
+        try:
+            runner.check_license(ctx, calling_license)
+            decision = runner.decide_steps(row, ctx)
+        except (registry.StepPending, WebexError, InvariantError):
+            return ctx, None  # blocked, or a lookup failed: the row's own work finds out again
+    plan = decision.plans.get(StepName.NUMBER)
+    if plan is None or plan.action != "create":
+        return ctx, None
+    return ctx, _Candidate(row, ctx, phone)
+
+
+def _add_in_bulk(
+    runner: RowRunner, candidates: Sequence[_Candidate], width: int
+) -> dict[int, StepOutcome | Failure]:
+    """Each location's missing numbers in one request (split above its cap): every row's step
+    recorded `started` first and its outcome after. Gives each row's outcome or failure."""
+    by_location: dict[str, list[_Candidate]] = {}
+    for candidate in candidates:
+        by_location.setdefault(candidate.ctx.location_id, []).append(candidate)
+    outcomes: dict[int, StepOutcome | Failure] = {}
+    for done in _parallel(
+        width, lambda group: _add_for_location(runner, group, width), by_location.values()
+    ):
+        outcomes.update(done)
+    return outcomes
+
+
+def _add_for_location(
+    runner: RowRunner, group: list[_Candidate], width: int
+) -> dict[int, StepOutcome | Failure]:
+    location_id = group[0].ctx.location_id
+    started = _parallel(width, lambda candidate: _mark_started(runner, candidate), group)
+    sending = [candidate for candidate, ok in zip(group, started, strict=True) if ok]
+    if not sending:
+        return {}
+    listings = runner.listings
+
+    def reread() -> NumberInventory | None:
+        listings.forget_inventory(location_id)
+        return listings.inventory(location_id)
+
+    with bind_log_context(step=StepName.NUMBER):
+        results = add_numbers(runner.client, location_id, [c.phone for c in sending], reread=reread)
+    added = [number for number, result in results.items() if isinstance(result, NumberAdded)]
+    listings.numbers_added(location_id, added)
+    logger.info(
+        f"{len(added)} of {len(sending)} numbers added to the location in bulk",
+        extra={"event": "numbers_added", "rows": len(sending)},
+    )
+    recorded = _parallel(
+        width, lambda candidate: _record(runner, candidate, results[candidate.phone]), sending
+    )
+    return {
+        candidate.row.pk: outcome
+        for candidate, outcome in zip(sending, recorded, strict=True)
+        if outcome is not None
+    }
+
+
+def _mark_started(runner: RowRunner, candidate: _Candidate) -> bool:
+    """Record the row's number step `started` (committed before the add is sent)."""
+    try:
+        record_step(
+            runner.ledger,
+            candidate.row,
+            candidate.ctx.outcome(StepName.NUMBER, StepStatus.STARTED),
+            lease_s=runner.settings.LEDGER_LEASE_S,
+        )
+    except ClaimLostError:
+        return False  # another worker owns the row now: its number is not this one's to add
+    return True
+
+
+def _record(
+    runner: RowRunner, candidate: _Candidate, result: NumberResult
+) -> StepOutcome | Failure | None:
+    """The row's number outcome after the add: `created`, recorded; or why it was refused."""
+    ctx = candidate.ctx
+    if isinstance(result, NumberAdded):
+        outcome = ctx.outcome(
+            StepName.NUMBER,
+            StepStatus.CREATED,
+            candidate.phone,
+            http_status=result.http_status,
+            tracking_id=result.tracking_id,
+        )
+        if result.message is not None:
+            outcome = replace(outcome, message=result.message)
+        try:
+            record_step(
+                runner.ledger, candidate.row, outcome, lease_s=runner.settings.LEDGER_LEASE_S
+            )
+        except ClaimLostError:
+            return None
+        return outcome
+    return _refusal(ctx, candidate.phone, result)
+
+
+def _refusal(ctx: registry.RowContext, phone: str, error: WebexError) -> Failure:
+    """Why the add refused a row's number. A refusal of the number itself is checked by its own
+    lookup, which names the usual cause: the number is in another location, or someone's."""
+    failure = registry.failure_of(error, StepName.NUMBER)
+    if not isinstance(error, HTTPStatusError) or error.http_status not in (400, 409):
+        return failure
+    try:
+        plan = decide_number(ctx, find_number(ctx.client, phone))
+    except WebexError:
+        return failure
+    if plan.action == "pending":
+        return Failure(
+            plan.reason or ReasonCode.NUMBER_IN_USE, plan.message or "", None, StepName.NUMBER
+        )
+    return failure
+
+
+def _parallel(width: int, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """`work` over `items`, up to `width` at a time, results in order."""
+    listed = list(items)
+    if len(listed) <= 1:
+        return [work(item) for item in listed]
+    with ThreadPoolExecutor(max_workers=max(1, min(width, len(listed)))) as pool:
+        return list(pool.map(work, listed))
