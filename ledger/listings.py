@@ -122,7 +122,10 @@ class OrgListings:
         self.client = client
         self.max_age_s = max_age_s
         self.clock = clock
+        # `_lock` guards the state and is held only briefly; `_reading` lets one thread at a
+        # time read the people in pages, while rows go on remembering the ones they wrote.
         self._lock = threading.Lock()
+        self._reading = threading.Lock()
         self._people: _People | None = None
         # The page budget a listing of the people last ran out of (None: never).
         self._people_too_large_at: int | None = None
@@ -131,14 +134,15 @@ class OrgListings:
     def people(self, budget_pages: int) -> Mapping[str, JSON] | None:
         """The org's people by (lower-case) email, read again once old; None when the org has
         more people than `budget_pages` pages hold, or the listing failed."""
-        with self._lock:
-            now = self.clock()
-            held = self._people
-            if held is not None and now - held.read_at < self.max_age_s:
-                return held.by_email
-            too_large = self._people_too_large_at
-            if too_large is not None and budget_pages <= too_large:
-                return None
+        with self._reading:
+            with self._lock:
+                now = self.clock()
+                held = self._people
+                if held is not None and now - held.read_at < self.max_age_s:
+                    return held.by_email
+                too_large = self._people_too_large_at
+                if too_large is not None and budget_pages <= too_large:
+                    return None
             try:
                 by_email = self._read_people(budget_pages)
             except WebexError as error:
@@ -147,16 +151,18 @@ class OrgListings:
                     extra={"event": "listing_failed", "http_status": error.http_status},
                 )
                 return None
-            if by_email is None:
-                self._people_too_large_at = budget_pages
-                logger.info(
-                    f"the org has more than {budget_pages * PEOPLE_PAGE_MAX} people: looked up "
-                    "row by row",
-                    extra={"event": "listing_too_large"},
-                )
-                return None
-            self._people = _People(by_email, now)
-            return by_email
+            with self._lock:
+                if by_email is None:
+                    self._people_too_large_at = budget_pages
+                else:
+                    self._people = _People(by_email, now)
+        if by_email is None:
+            logger.info(
+                f"the org has more than {budget_pages * PEOPLE_PAGE_MAX} people: looked up "
+                "row by row",
+                extra={"event": "listing_too_large"},
+            )
+        return by_email
 
     def _read_people(self, budget_pages: int) -> dict[str, JSON] | None:
         by_email: dict[str, JSON] = {}

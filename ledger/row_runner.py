@@ -1,12 +1,14 @@
-"""One claimed row, worked to `success` or `pending`.
+"""One claimed row of a prepared batch (`batch_prep`), worked to `success` or `pending`.
 
-Its shared steps come from its location (provisioned by `locations` before the batch's rows
-run); its own steps (number, user, settings) run here: all looked up and decided before the
-first write, so that a row blocked for a reason a lookup can see changes nothing, then applied
-in order, each outcome committed before the next step starts. A failure makes the row pending,
-as `half_applied` when an earlier step had already changed Webex; with ENABLE_SAFE_COMPENSATION
-a user this row created is deleted again first. A row back from `ledger retry` looks up again
-what its steps did before, rather than trusting its record.
+Its shared steps come from its location (provisioned before the batch's rows run), and its
+number may already have been added with its location's others; its own steps (number, user,
+settings) run here: all looked up and decided before the first write, so that a row blocked for
+a reason a lookup can see changes nothing, then applied in order, each outcome committed before
+the next step starts. Its lookups are answered by the batch's listings (`listings`) unless the
+ledger shows the row needs its own (`RowRunner.uses_listing`). A failure makes the row pending
+(`row_pending`), as `half_applied` when an earlier step had already changed Webex; with
+ENABLE_SAFE_COMPENSATION a user this row created is deleted again first. A row back from
+`ledger retry` looks up again what its steps did before, rather than trusting its record.
 Every write is fenced by the row's claim: a worker that lost the row hears `ClaimLostError`.
 """
 
@@ -37,9 +39,9 @@ from ledger.records import (
     StepOutcome,
     StepState,
     StepStatus,
-    entity_of_step,
     utcnow,
 )
+from ledger.row_pending import compensate, location_pending, record_pending
 from ledger.state_store import finish_row, record_step, record_steps
 
 if TYPE_CHECKING:
@@ -127,7 +129,7 @@ class RowRunner:
                     None,
                     StepName.USER,
                 )
-                self._record_pending(row, failure, error)
+                record_pending(self.ledger, row, failure, error)
                 return failure
 
     def _steps(self, row: ClaimedRow, batch: PreparedBatch) -> Failure | None:
@@ -144,7 +146,7 @@ class RowRunner:
         try:
             if location.failure is not None:
                 progress.step = location.failure.step
-                raise _location_pending(location, location.failure)
+                raise location_pending(location, location.failure)
             location_id = self._record_shared_steps(row, location, progress.changed)
             license_id = calling_license.license_id
             if license_id is None:
@@ -187,8 +189,8 @@ class RowRunner:
                 )
             created_id = ctx.created_id if ctx is not None else None
             if created_id and self.settings.ENABLE_SAFE_COMPENSATION:
-                failure = self._compensate(row, created_id, failure)
-            self._record_pending(row, failure, error)
+                failure = compensate(self.ledger, self.client, row, created_id, failure)
+            record_pending(self.ledger, row, failure, error)
             return failure
 
     def context(
@@ -349,88 +351,6 @@ class RowRunner:
                 changed.append(step)
         record_steps(self.ledger, row, shared, lease_s=self.settings.LEDGER_LEASE_S)
         return location_id
-
-    def _record_pending(self, row: ClaimedRow, failure: Failure, error: Exception) -> None:
-        tracking_id = getattr(error, "tracking_id", None)
-        logger.warning(
-            "row pending",
-            extra={
-                "event": "row_pending",
-                "step": failure.step,
-                "reason_code": str(failure.reason),
-                "http_status": failure.http_status,
-                "tracking_id": tracking_id,
-            },
-        )
-        entity_type, entity_key = entity_of_step(
-            failure.step, row.user.email, row.user.location_name
-        )
-        try:
-            record_step(
-                self.ledger,
-                row,
-                StepOutcome(
-                    step=failure.step,
-                    status=StepStatus.FAILED,
-                    entity_type=entity_type,
-                    entity_key=entity_key,
-                    http_status=failure.http_status,
-                    message=failure.message,
-                    tracking_id=tracking_id,
-                ),
-            )
-        except InvariantError:
-            pass
-        finish_row(
-            self.ledger,
-            row,
-            status=RowStatus.PENDING,
-            reason_code=failure.reason,
-            reason_message=failure.message,
-            reason_step=failure.step,
-            http_status=failure.http_status,
-        )
-
-    def _compensate(self, row: ClaimedRow, person_id: str, failure: Failure) -> Failure:
-        """Delete the user this row created in this run (ENABLE_SAFE_COMPENSATION)."""
-        try:
-            registry.delete_person(self.client, person_id)
-        except WebexError as error:
-            logger.error(
-                "compensation failed", extra={"event": "compensation_failed", "step": StepName.USER}
-            )
-            return replace(
-                failure,
-                message=f"{failure.message}; deleting the user it created failed: {error.message}",
-            )
-        logger.warning("compensated: user deleted", extra={"event": "compensated"})
-        record_step(
-            self.ledger,
-            row,
-            StepOutcome(
-                step=StepName.USER,
-                status=StepStatus.FAILED,
-                entity_type=EntityType.USER,
-                entity_key=row.user.email,
-                remote_id=person_id,
-                message="created in this run, then deleted by compensation",
-            ),
-        )
-        return replace(
-            failure,
-            message=f"{failure.message}; the user created in this run was deleted (compensation)",
-        )
-
-
-def _location_pending(location: LocationOutcome, failure: Failure) -> registry.StepPending:
-    """Why a row of a location that failed is pending: the location's own reason code, for every
-    row it stopped (so that `ledger retry --reason CODE` after fixing that cause brings them all
-    back), with a message naming the location. A location that failed without a reason code of
-    its own reaches here as `dependency_failed` (`state_store.entities`)."""
-    message = failure.message
-    if f"location {location.name!r}" not in message:
-        message = f"location {location.name!r}: {message}"
-    return registry.StepPending(failure.reason, message, failure.http_status)
 
 
 def with_step(row: ClaimedRow, outcome: StepOutcome) -> ClaimedRow:
