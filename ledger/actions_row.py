@@ -188,15 +188,23 @@ def lookup_number(ctx: RowContext) -> JSON | None:
 def _inventory_entry(ctx: RowContext) -> JSON | None:
     """The number's entry: from the location's inventory where the batch listed it (a number
     missing from it is added; one in another location is then refused by name, see
-    `bulk_numbers`), else by its own lookup, which also finds it in another location."""
+    `bulk_numbers`), else by its own lookup, which also finds it in another location. A number
+    the listing shows held by someone else is looked up again before the row is blocked: the
+    listing may be minutes old (its holder may have been given another number since)."""
     phone = ctx.row.phone_number or ""
     inventory = ctx.inventory()
-    if inventory is not None:
-        entry = inventory.number(phone)
-    else:
+    entry = inventory.number(phone) if inventory is not None else None
+    if inventory is None or _held_by_another(ctx, helpers.number_owner_id(entry or {})):
         entry = find_number(ctx.client, phone)
     ctx.observed["number"] = entry
     return entry
+
+
+def _held_by_another(ctx: RowContext, owner: str | None) -> bool:
+    if owner is None:
+        return False
+    person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
+    return person is None or person.get("id") != owner
 
 
 def find_number(client: WebexClient, phone: str) -> JSON | None:
@@ -286,7 +294,7 @@ def decide_user(ctx: RowContext, person: JSON | None) -> Plan:
 
 def extension_taken(ctx: RowContext, person: JSON | None) -> Plan | None:
     """Pending `extension_in_use` when the row's extension belongs to someone else in its
-    location, else None: from the location's inventory where the batch listed it, else by
+    location, else None: free as the location's inventory lists it, or by
     GET /telephony/config/numbers?locationId=&extension=.
 
     Only asked where a write would otherwise come before the user's own write (the row's
@@ -299,9 +307,10 @@ def extension_taken(ctx: RowContext, person: JSON | None) -> Plan | None:
     if person is not None and helpers.person_has_extension(person, extension, ctx.location_id):
         return None
     inventory = ctx.inventory()
-    if inventory is not None:
-        owners = inventory.extension_owners(extension)
-    else:
+    owners = inventory.extension_owners(extension) if inventory is not None else []
+    # Held by someone else as the listing saw it, or not listed: asked of Webex itself before
+    # the row is blocked (the listing may be minutes old).
+    if inventory is None or any(owner != person_id for owner in owners):
         response = ctx.client.request(
             "GET",
             "/telephony/config/numbers",

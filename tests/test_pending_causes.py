@@ -141,5 +141,4 @@ def test_an_extension_held_by_someone_else_is_found_before_the_number_is_added(
         for request in sim.request_log
         if request.route == "GET /v1/telephony/config/numbers"
     ]
-    # Who holds the extension came from HQ's number inventory, read once for the batch.
-    assert asked == [{"locationId": hq, "start": "0", "max": "2000"}]
+    assert {"locationId": hq, "extension": "1001"} in asked

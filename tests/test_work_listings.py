@@ -178,6 +178,36 @@ def test_a_location_s_missing_numbers_are_added_in_one_request(jobs: Jobs) -> No
     assert scripted.count("GET", r"^/v1/telephony/config/numbers\?.*phoneNumber=") == 0
 
 
+def test_an_extension_freed_since_the_inventory_was_read_does_not_block_a_row(
+    jobs: Jobs,
+) -> None:
+    """The inventory is kept for the session: row 1 (batch 1) moves someone off extension 1001,
+    which row 2 (batch 2) then wants. The kept inventory still shows 1001 held; before the row
+    is blocked, Webex is asked again, and it is free."""
+    sim = jobs.simulator()
+    hq = sim.add_location("HQ", calling=True)
+    sim.add_person(
+        "user1@example.com", first_name="User", last_name="Number1", location_id=hq,
+        extension="1001",
+    )  # fmt: skip
+    rows = [
+        person(1, extension="1009", phone_number=phone(1)),
+        person(2, extension="1001", phone_number=phone(2)),
+    ]
+    job = jobs.start(rows, sim=sim, BATCH_SIZE=1)
+
+    report = job.work()
+
+    assert (report.success, report.pending) == (2, 0)
+    inventory_reads = [r for r in sim.request_log if r.route == "GET /v1/telephony/config/numbers"]
+    assert [dict(r.query) for r in inventory_reads] == [
+        {"locationId": hq, "start": "0", "max": "2000"},  # batch 1: read and kept
+        {"locationId": hq, "extension": "1001"},  # batch 2: the kept one says held: asked
+    ]
+    for row in rows:
+        assert person_differences(sim, row) == []
+
+
 def test_a_number_in_another_location_is_set_aside_and_the_others_are_added(
     jobs: Jobs,
 ) -> None:
