@@ -57,6 +57,12 @@ class PreparedBatch:
     numbers: Mapping[int, StepOutcome | Failure] = field(default_factory=dict)
     contexts: Mapping[int, registry.RowContext] = field(default_factory=dict)
 
+    def in_flight(self, row: ClaimedRow) -> bool:
+        """Whether the preparation already wrote for this row (its number was added): like a
+        row that started, it is finished when `work` is asked to stop, not released (the
+        circuit breaker still releases it: its next request would be refused too)."""
+        return row.pk in self.numbers
+
 
 @dataclass(frozen=True)
 class _Candidate:

@@ -210,7 +210,8 @@ class Worker:
 
         def work_one(row: ClaimedRow) -> None:
             location = batch.locations[row.user.location_name]
-            if self.stop.is_set() or self.breaker.is_set() or location.busy:
+            stopping = self.stop.is_set() and not batch.in_flight(row)
+            if stopping or self.breaker.is_set() or location.busy:
                 with unstarted_lock:
                     unstarted.append(row)
                 return

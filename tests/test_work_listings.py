@@ -208,6 +208,28 @@ def test_an_extension_freed_since_the_inventory_was_read_does_not_block_a_row(
         assert person_differences(sim, row) == []
 
 
+def test_rows_whose_number_was_added_are_finished_when_work_is_asked_to_stop(
+    jobs: Jobs,
+) -> None:
+    """SIGINT/SIGTERM finish the rows in flight: a row whose number the batch's preparation
+    added has started. The others go back to ready, untouched."""
+    sim = jobs.simulator()
+    sim.add_location("HQ", calling=True)
+    scripted = Scripted(sim)
+    rows = [person(n, phone_number=phone(n)) if n % 2 == 0 else person(n) for n in range(1, 5)]
+    job = jobs.start(rows, sim=sim)
+    worker = job.worker(scripted.transport(), LEDGER_CONCURRENCY=1)
+    # The stop arrives while the first row creates its user.
+    scripted.on("POST", PEOPLE_CREATE, hook=lambda _request: worker.stop.set())
+
+    report = worker.run()
+
+    assert report.ended == "stopped"
+    statuses = {n: view.status for n, view in job.rows().items()}
+    assert statuses == {1: "success", 2: "success", 3: "ready", 4: "success"}
+    assert job.steps(3) == {}
+
+
 def test_a_number_in_another_location_is_set_aside_and_the_others_are_added(
     jobs: Jobs,
 ) -> None:
