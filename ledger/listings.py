@@ -5,8 +5,11 @@ A batch's lookups are answered from listings read once, instead of one request p
 * **People**: `GET /people?callingData=true&max=100`, the whole org in pages (100 is the
   documented cap of `max` with callingData). Org-wide rather than per location: a listing by
   `locationId` (capped at 50 a page) shows only calling users, so the people directory sync
-  made without calling, whom a run must update, would each cost a refused create and a lookup;
-  and a large org is read in fewer pages once than its locations are, batch after batch.
+  made without calling, whom a run must update, would each cost a refused create and a lookup.
+  Measured with the work benchmark (3,000 rows, 20 locations): in an org already holding
+  21,000 people, a third of the rows' users among them without calling, 2.20 requests a row
+  org-wide against 2.87 per location (997 creates refused, then looked up); in an empty org
+  one page against one per location.
 * **Numbers**: `GET /telephony/config/numbers?locationId=`, offset-paged by 2000: every number
   and extension of the location, with its owner.
 
