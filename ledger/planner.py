@@ -278,6 +278,7 @@ class Planner:
             return _blocked(row, [], failure)
         steps = list(self._shared_steps(row, location))
         progress = StepProgress(StepName.USER, [])
+        needs_unit = False
         try:
             license_id = calling_license.license_id
             if license_id is None:
@@ -291,6 +292,7 @@ class Planner:
                 # As `work`: with no unit left, only a user who holds the license goes on.
                 person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
                 if not registry.holds_license(person, license_id):
+                    needs_unit = True
                     raise registry.StepPending(
                         ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem
                     )
@@ -299,7 +301,9 @@ class Planner:
             needs_unit = _needs_unit(ctx, decision, license_id)
             steps.extend(self._row_steps(row, ctx, decision))
         except (WebexError, registry.StepPending, InvariantError) as error:
-            return _blocked(row, steps, registry.failure_of(error, progress.step))
+            blocked = _blocked(row, steps, registry.failure_of(error, progress.step))
+            blocked.needs_unit = needs_unit
+            return blocked
         return RowPlan(row, steps, needs_unit)
 
     def _shared_steps(self, row: ClaimedRow, location: LocationPlan) -> Iterator[PlannedStep]:
@@ -360,11 +364,12 @@ class Planner:
         return tuple(changes)
 
     def _take_unit(self, row_plan: RowPlan) -> None:
-        """A row whose user needs a license unit takes one of those left, or is blocked."""
-        if not row_plan.needs_unit or row_plan.failure is not None:
+        """A row whose user needs a license unit takes one of those left, or is blocked.
+        Counted among the users to license also when no unit was left from the start."""
+        if not row_plan.needs_unit:
             return
         self._units_wanted += 1
-        if self._units_left is None:
+        if self._units_left is None or row_plan.failure is not None:
             return
         if self._units_left > 0:
             self._units_left -= 1
