@@ -230,7 +230,11 @@ def plan_renderables(summary: PlanSummary) -> list[RenderableType]:
     if tally.rows:
         parts.extend(shown(line) for line in _org_checks(summary))
         steps = Table(
-            "step", *(str(a) for a in PlanAction), box=None, pad_edge=False, header_style="bold"
+            "step",
+            *(Column(str(a), justify="right") for a in PlanAction),
+            box=None,
+            pad_edge=False,
+            header_style="bold",
         )
         for step in StepName:
             counts = tally.steps.get(step)
@@ -239,7 +243,12 @@ def plan_renderables(summary: PlanSummary) -> list[RenderableType]:
         parts.append(steps)
     if tally.blockers:
         blockers = Table(
-            "blocked by", "rows", "example", box=None, pad_edge=False, header_style="bold"
+            "blocked by",
+            Column("rows", justify="right"),
+            "example",
+            box=None,
+            pad_edge=False,
+            header_style="bold",
         )
         for reason, blocker in sorted(tally.blockers.items()):
             example = f"row {blocker.example_row_id}"
