@@ -6,9 +6,10 @@ rate limit, token renewal), made unable to write.
 * **A location `work` would make first holds nothing yet.** A row of a location to be created
   (its id `(known after apply)`) or whose calling is still to be enabled would be looked up,
   under `work`, in a location that by then exists and has calling, but holds no number and no
-  extension. Asked about such a location, the client answers with that empty inventory itself
-  instead of asking Webex about an id that does not exist yet (or a location Webex would refuse
-  to list numbers of).
+  extension. Asked about such a location (anything about a location to be created; its calling
+  inventory for one to be enabled), the client answers with that empty listing itself instead
+  of asking Webex about an id that does not exist yet, or for numbers of a location Webex would
+  refuse to list them for.
 * **What the settings step read is kept** for the plan's before → after: the lookup and decide
   of `work` give what to write, not what was there. So is what the license lookup read, for
   the units left: the plan's org checks cost no request of their own.
@@ -28,6 +29,7 @@ from ledger.responses import JsonObject, WebexResponse
 READ: Final = "GET"
 FEATURES: Final = "/features/"
 LICENSES: Final = "/licenses"
+TELEPHONY: Final = "/telephony/"
 
 
 class ReadOnlyClient(WebexClient):
@@ -75,7 +77,8 @@ class ReadOnlyClient(WebexClient):
             raise InvariantError(f"a plan sends no write, yet {verb} {path} was asked for")
         location_id = (params or {}).get("locationId")
         with self._lock:
-            empty = location_id in self._empty_locations or AFTER_APPLY in path
+            calling_empty = path.startswith(TELEPHONY) and location_id in self._empty_locations
+        empty = calling_empty or location_id == AFTER_APPLY or AFTER_APPLY in path
         if empty:
             body: JsonObject = {"items": [], "phoneNumbers": []}
             return WebexResponse(200, body, None, verb, path)

@@ -380,7 +380,14 @@ def test_the_plan_client_sends_no_write_and_asks_nothing_of_a_location_not_made(
             "GET", "/telephony/config/numbers", params={"locationId": AFTER_APPLY}
         )
         assert numbers.require_list("phoneNumbers") == []
+        branch = sim.add_location("Branch", calling=False)  # its calling to be enabled first
+        client.treat_as_empty([branch])
+        numbers = client.request(
+            "GET", "/telephony/config/numbers", params={"locationId": branch, "extension": "10"}
+        )
+        assert numbers.require_list("phoneNumbers") == []
         assert sim.total_requests == 0
         client.request("GET", "/licenses")
-        assert sim.total_requests == 1
+        client.request("GET", "/people", params={"locationId": branch})  # asked of Webex
+        assert sim.total_requests == 2
         assert "Webex Calling - Professional" in {i["name"] for i in client.licenses_read()}
