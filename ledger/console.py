@@ -196,39 +196,12 @@ def status_renderables(status: RunStatus) -> list[RenderableType]:
 # --- ledger plan -----------------------------------------------------------------------------
 
 
-def _count(number: int, singular: str, plural: str | None = None) -> str:
-    return f"{number:,} {singular if number == 1 else plural or singular + 's'}"
-
-
-def plan_line(summary: PlanSummary) -> str:
-    """`Plan: 1,204 users to create, 310 to update, 19,486 unchanged, 42 blocked; 3 locations
-    to create` (and locations to update or enable for calling, numbers to add, where any)."""
-    tally = summary.tally
-    if tally.rows == 0:
-        return f"Plan: no ready rows in run {summary.run_id}: nothing to do"
-    users = tally.users
-    line = (
-        f"Plan: {_count(users[PlanAction.CREATE], 'user')} to create, "
-        f"{users[PlanAction.UPDATE]:,} to update, {users[PlanAction.UNCHANGED]:,} unchanged, "
-        f"{users[PlanAction.BLOCKED]:,} blocked; "
-    )
-    locations = tally.location_counts()
-    line += f"{_count(locations.to_create, 'location')} to create"
-    if locations.to_update:
-        line += f", {locations.to_update:,} to update"
-    if locations.to_enable_calling:
-        line += f", {locations.to_enable_calling:,} to enable for calling"
-    if tally.numbers_to_add:
-        line += f"; {_count(tally.numbers_to_add, 'number')} to add"
-    return line
-
-
 def plan_renderables(summary: PlanSummary) -> list[RenderableType]:
     """The org-level checks, the actions per step, the blockers; the `Plan:` line last."""
     tally = summary.tally
     parts: list[RenderableType] = []
     if tally.rows:
-        parts.extend(shown(line) for line in _org_checks(summary))
+        parts.extend(shown(line) for line in summary.org_checks())
         steps = Table(
             "step",
             *(Column(str(a), justify="right") for a in PlanAction),
@@ -259,38 +232,12 @@ def plan_renderables(summary: PlanSummary) -> list[RenderableType]:
     return parts
 
 
-def _org_checks(summary: PlanSummary) -> list[str]:
-    tally = summary.tally
-    lines = []
-    check = summary.license
-    if check is not None:
-        left = "not counted by Webex" if check.units_left is None else f"{check.units_left:,} left"
-        verdict = f"{check.short:,} short" if check.short else "enough"
-        lines.append(
-            f"license    {check.name!r}: {check.users_to_license:,} user(s) to license, "
-            f"units {left}: {verdict}"
-        )
-    locations = tally.location_counts()
-    line = (
-        f"locations  {locations.to_create:,} to create, {locations.to_update:,} to update, "
-        f"{locations.to_enable_calling:,} to enable for calling"
-    )
-    if locations.undefined:
-        line += f", {locations.undefined:,} undefined (no row gives its values)"
-    lines.append(line)
-    lines.append(
-        f"numbers    {tally.numbers_to_add:,} to add to the inventories of "
-        f"{_count(len(tally.number_locations), 'location')}"
-    )
-    return lines
-
-
 def print_plan(summary: PlanSummary, plan_file: Path | None) -> None:
     for renderable in plan_renderables(summary):
         out.print(renderable)
     if plan_file is not None:
         print_out(f"plan.csv: {plan_file}")
-    print_out(plan_line(summary))
+    print_out(summary.headline())
 
 
 # --- the progress of ledger work -------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The counts of a plan: users to create, update, leave unchanged, or blocked; actions per step;
 rows per blocker; and the org-level checks (locations, license units, numbers to add). Built
-row by row as the plan goes; what `ledger plan` prints, records and gives as JSON.
+row by row as the plan goes; what `ledger plan` prints (its headline and check lines are
+written here, plain text), records and gives as JSON.
 """
 
 from __future__ import annotations
@@ -134,6 +135,55 @@ class PlanSummary:
     tally: PlanTally
     license: LicenseCheck | None
 
+    def headline(self) -> str:
+        """`Plan: 1,204 users to create, 310 to update, 19,486 unchanged, 42 blocked; 3
+        locations to create` (and locations to update or enable for calling, numbers to add,
+        where there are any)."""
+        tally = self.tally
+        if tally.rows == 0:
+            return f"Plan: no ready rows in run {self.run_id}: nothing to do"
+        users = tally.users
+        line = (
+            f"Plan: {_count(users[PlanAction.CREATE], 'user')} to create, "
+            f"{users[PlanAction.UPDATE]:,} to update, {users[PlanAction.UNCHANGED]:,} "
+            f"unchanged, {users[PlanAction.BLOCKED]:,} blocked; "
+        )
+        locations = tally.location_counts()
+        line += f"{_count(locations.to_create, 'location')} to create"
+        if locations.to_update:
+            line += f", {locations.to_update:,} to update"
+        if locations.to_enable_calling:
+            line += f", {locations.to_enable_calling:,} to enable for calling"
+        if tally.numbers_to_add:
+            line += f"; {_count(tally.numbers_to_add, 'number')} to add"
+        return line
+
+    def org_checks(self) -> list[str]:
+        """The org-level checks, a line each: the license, the locations, the numbers."""
+        tally = self.tally
+        lines = []
+        check = self.license
+        if check is not None:
+            left = "not counted" if check.units_left is None else f"{check.units_left:,} left"
+            verdict = f"{check.short:,} short" if check.short else "enough"
+            lines.append(
+                f"license    {check.name!r}: {check.users_to_license:,} user(s) to license, "
+                f"units {left}: {verdict}"
+            )
+        locations = tally.location_counts()
+        line = (
+            f"locations  {locations.to_create:,} to create, {locations.to_update:,} to update, "
+            f"{locations.to_enable_calling:,} to enable for calling"
+        )
+        if locations.undefined:
+            line += f", {locations.undefined:,} undefined (no row gives its values)"
+        lines.append(line)
+        lines.append(
+            f"numbers    {tally.numbers_to_add:,} to add to the inventories of "
+            f"{_count(len(tally.number_locations), 'location')}"
+        )
+        return lines
+
     def as_dict(self) -> dict[str, object]:
         tally = self.tally
         locations = tally.location_counts()
@@ -175,3 +225,7 @@ class PlanSummary:
                 "locations": len(tally.number_locations),
             },
         }
+
+
+def _count(number: int, singular: str) -> str:
+    return f"{number:,} {singular if number == 1 else singular + 's'}"

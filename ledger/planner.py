@@ -3,18 +3,19 @@
 A plan decides with `work`'s own code, never a second copy of it: the locations with the
 location and calling steps' lookup and decide (`plan_org`), each row with
 `RowRunner.context` and `RowRunner.decide_steps`, the decision phase `work` runs before a
-row's first write. What differs is what becomes of a decision: it is recorded in the ledger
-(`plans`, `plan_lines`), written to `plan.csv`, and never applied. The client sends nothing but
-GETs (`ReadOnlyClient`), and a create about to be recorded `started` is an InvariantError.
+row's first write (`plan_rows`). What differs is what becomes of a decision: it is recorded
+in the ledger (`plans`, `plan_lines`), written to `plan.csv`, and never applied. The client
+sends nothing but GETs (`ReadOnlyClient`), and a create about to be recorded `started` is an
+InvariantError.
 `work` does not read the plan: it decides again from what it finds then.
 
 The order is `work`'s: the calling license first (a read that also proves the token, its
 scopes, the org and the base URL: `preflight`, exit 3 when it fails), then the locations the
 rows name, then the rows batch by batch, `LEDGER_CONCURRENCY` at a time, with `work`'s circuit
 breaker over each batch. Two things `work` finds out only by writing are looked up instead: an
-extension held by someone else in the row's location (`work` learns it from the user's create
-or update: `actions_row.extension_taken` asks first), and a license that runs out part-way (the
-rows, in file order, take the units left; the rows after them are `license_unavailable`).
+extension held by someone else in the row's location (`plan_rows`), and a license that runs
+out part-way (here: the rows, in file order, take the units left that the preflight's license
+read counted; the rows after them are `license_unavailable`).
 """
 
 from __future__ import annotations
@@ -22,40 +23,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ledger import actions_registry as registry
-from ledger.actions_row import extension_taken
 from ledger.config import Settings
 from ledger.database import Ledger
-from ledger.error_handling import InvariantError, ReasonCode, WebexError, is_auth_failure
+from ledger.error_handling import ReasonCode, is_auth_failure
 from ledger.plan_client import ReadOnlyClient
-from ledger.plan_diff import (
-    FieldChange,
-    PlanAction,
-    PlannedStep,
-    PlanOutcome,
-    changed,
-    created,
-    settings_after_apply,
-)
+from ledger.plan_diff import PlanOutcome
 from ledger.plan_org import (
     LocationPlan,
     license_units_left,
     plan_location,
     plan_locations,
-    refuse_writes,
 )
+from ledger.plan_rows import RowPlan, RowPlanner, blocked
 from ledger.plan_summary import LicenseCheck, PlanSummary, PlanTally
 from ledger.preflight import UNTOUCHED, preflight
 from ledger.records import SHARED_STEPS, ClaimedRow, Failure, RowStatus, RunInfo, StepName
-from ledger.row_runner import LicenseLookup, RowDecision, RowRunner
-from ledger.row_runner import _Progress as StepProgress
+from ledger.row_runner import LicenseLookup, RowRunner
 from ledger.state_store.plans import (
     begin_plan,
     count_workable_rows,
@@ -72,7 +61,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ACTIONS = {"create": PlanAction.CREATE, "update": PlanAction.UPDATE}
 BREAKER_MIN_ROWS = 10
 NOTHING_PLANNED = "nothing was planned, nothing was sent but reads"
 
@@ -87,17 +75,6 @@ class PlanReport:
     plan_file: Path | None = None
     breaker_message: str | None = None
     stopped: bool = False
-
-
-@dataclass
-class RowPlan:
-    """One row as planned: its steps in step order (a blocked row ends with the block), and
-    whether its user would take a unit of the calling license."""
-
-    row: ClaimedRow
-    steps: list[PlannedStep]
-    needs_unit: bool = False
-    failure: Failure | None = None
 
 
 class Planner:
@@ -119,7 +96,7 @@ class Planner:
         self.run_info = run
         self.progress = progress
         self.stop = stop or threading.Event()
-        self.rows = RowRunner(settings, ledger, client)
+        self.row_planner = RowPlanner(RowRunner(settings, ledger, client), client)
         self.tally = PlanTally()
         self._locations: dict[str, LocationPlan] = {}
         self._locations_lock = threading.Lock()
@@ -218,7 +195,7 @@ class Planner:
         def plan_one(row: ClaimedRow) -> RowPlan | None:
             if self.stop.is_set():
                 return None
-            planned = self._plan_row(row, calling_license)
+            planned = self.row_planner.plan(row, self._location_of(row), calling_license)
             self.progress.row_finished(
                 RowStatus.PENDING if planned.failure is not None else RowStatus.SUCCESS
             )
@@ -269,100 +246,6 @@ class Planner:
         threshold = self.settings.CIRCUIT_BREAKER_THRESHOLD
         return len(planned) >= BREAKER_MIN_ROWS and refused / len(planned) >= threshold
 
-    def _plan_row(self, row: ClaimedRow, calling_license: LicenseLookup) -> RowPlan:
-        location = self._location_of(row)
-        if location.failure is not None or location.location_id is None:
-            failure = location.failure or Failure(
-                ReasonCode.DEPENDENCY_FAILED, "the location has no id", None, StepName.LOCATION
-            )
-            return _blocked(row, [], failure)
-        steps = list(self._shared_steps(row, location))
-        progress = StepProgress(StepName.USER, [])
-        needs_unit = False
-        try:
-            license_id = calling_license.license_id
-            if license_id is None:
-                if calling_license.error is not None:
-                    raise calling_license.error
-                raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem)
-            ctx = self.rows.context(
-                row, location.location_id, license_id, mark_started=refuse_writes
-            )
-            if calling_license.problem and ctx.user_id is None:
-                # As `work`: with no unit left, only a user who holds the license goes on.
-                person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
-                if not registry.holds_license(person, license_id):
-                    needs_unit = True
-                    raise registry.StepPending(
-                        ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem
-                    )
-            decision = self.rows.decide_steps(row, ctx, progress)
-            _check_extension(ctx, decision)
-            needs_unit = _needs_unit(ctx, decision, license_id)
-            steps.extend(self._row_steps(row, ctx, decision))
-        except (WebexError, registry.StepPending, InvariantError) as error:
-            blocked = _blocked(row, steps, registry.failure_of(error, progress.step))
-            blocked.needs_unit = needs_unit
-            return blocked
-        return RowPlan(row, steps, needs_unit)
-
-    def _shared_steps(self, row: ClaimedRow, location: LocationPlan) -> Iterator[PlannedStep]:
-        """The location and calling steps as `work` records them for this row: what they do
-        for the row that carries them, `unchanged` for the others."""
-        for step in SHARED_STEPS:
-            shared = location.steps.get(step)
-            if row.step_done(step):
-                yield _step(row, step, PlanAction.UNCHANGED, message="done in an earlier session")
-            elif shared is not None and location.by_row == row.row_id:
-                yield _step(row, step, shared.action, shared.changes, shared.message)
-            else:
-                yield _step(row, step, PlanAction.UNCHANGED, message="provisioned once for the run")
-
-    def _row_steps(
-        self, row: ClaimedRow, ctx: registry.RowContext, decision: RowDecision
-    ) -> Iterator[PlannedStep]:
-        todo = {spec.name for spec, _done in decision.todo}
-        for spec in registry.ROW_STEPS:
-            if not spec.applies(row.user):
-                continue
-            if spec.name not in todo:
-                yield _step(
-                    row, spec.name, PlanAction.UNCHANGED, message="done in an earlier session"
-                )
-                continue
-            plan = decision.plans.get(spec.name)
-            if plan is None:  # read only once an earlier step of the row has written
-                yield _step(
-                    row,
-                    spec.name,
-                    PlanAction.UPDATE,
-                    settings_after_apply(row.user),
-                    "read and written once the user step has written",
-                )
-            elif plan.action in ACTIONS:
-                changes = self._changes(ctx, spec.name, plan)
-                yield _step(row, spec.name, ACTIONS[plan.action], changes)
-            else:
-                yield _step(row, spec.name, PlanAction.UNCHANGED)
-
-    def _changes(
-        self, ctx: registry.RowContext, step: StepName, plan: registry.Plan
-    ) -> tuple[FieldChange, ...]:
-        """The fields a create or update of `step` would write, before → after."""
-        body = plan.body or {}
-        if step == StepName.NUMBER:
-            return (FieldChange("phoneNumber", "", ctx.row.phone_number or ""),)
-        if step == StepName.USER and plan.action == "create":
-            return created(body)
-        if step == StepName.USER:
-            return changed(ctx.person(settle_s=ctx.settle_for(StepName.USER)), body)
-        changes: list[FieldChange] = []
-        for _method, path, written in plan.writes:
-            feature = path.rsplit("/", 1)[-1]
-            before = self.client.read_feature(path)
-            changes.extend(changed(before, written, prefix=f"{feature}."))
-        return tuple(changes)
-
     def _take_unit(self, row_plan: RowPlan) -> None:
         """A row whose user needs a license unit takes one of those left, or is blocked.
         Counted among the users to license also when no unit was left from the start."""
@@ -383,8 +266,8 @@ class Planner:
             StepName.USER,
         )
         shared = [planned for planned in row_plan.steps if planned.step in SHARED_STEPS]
-        blocked = _blocked(row_plan.row, shared, failure)
-        row_plan.steps, row_plan.failure = blocked.steps, failure
+        blocked_plan = blocked(row_plan.row, shared, failure)
+        row_plan.steps, row_plan.failure = blocked_plan.steps, failure
 
     # --- the end -----------------------------------------------------------------------------
 
@@ -397,53 +280,6 @@ class Planner:
     def _stopped(self, *, breaker_message: str | None = None, stopped: bool = False) -> PlanReport:
         summary = PlanSummary(self.run_info.id, PlanOutcome.INCOMPLETE, self.tally, None)
         return PlanReport(summary, breaker_message=breaker_message, stopped=stopped)
-
-
-def _step(
-    row: ClaimedRow,
-    step: StepName,
-    action: PlanAction,
-    changes: tuple[FieldChange, ...] = (),
-    message: str | None = None,
-) -> PlannedStep:
-    return PlannedStep(row.pk, row.row_id, step, action, changes, None, message)
-
-
-def _blocked(row: ClaimedRow, steps: list[PlannedStep], failure: Failure) -> RowPlan:
-    block = PlannedStep(
-        row.pk,
-        row.row_id,
-        failure.step,
-        PlanAction.BLOCKED,
-        reason=failure.reason,
-        message=failure.message,
-    )
-    return RowPlan(row, [*steps, block], failure=failure)
-
-
-def _check_extension(ctx: registry.RowContext, decision: RowDecision) -> None:
-    """Blocked `extension_in_use` when the user's create or update would be refused for an
-    extension held by someone else in the location (`decide_steps` asks only when the row's
-    number would be added first; `work` finds out from the write itself)."""
-    user, number = decision.plans.get(StepName.USER), decision.plans.get(StepName.NUMBER)
-    if user is None or user.action not in ACTIONS:
-        return
-    if number is not None and number.action == "create":
-        return  # asked already, before the writes
-    taken = extension_taken(ctx, ctx.person(settle_s=ctx.settle_for(StepName.USER)))
-    if taken is not None:
-        raise registry.StepPending(taken.reason or ReasonCode.EXTENSION_IN_USE, taken.message or "")
-
-
-def _needs_unit(ctx: registry.RowContext, decision: RowDecision, license_id: str) -> bool:
-    """Whether the user step would give the user a unit of the license it does not hold."""
-    user = decision.plans.get(StepName.USER)
-    if user is None or user.action not in ACTIONS:
-        return False
-    if user.action == "create":
-        return True
-    person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
-    return not registry.holds_license(person, license_id)
 
 
 def _breaker_message(where: str) -> str:
