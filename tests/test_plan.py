@@ -203,10 +203,28 @@ def test_work_does_what_the_plan_of_a_mixed_org_said(org: PlanOrg) -> None:
     assert_exit(org.plan(), 6)
     planned, blocks = org.planned_actions(), org.planned_blocks()
 
-    invoke("work", "--db", org.db_url, "--quiet", env=org.variables)
+    org.work()
 
     assert org.worked_actions() == planned
     assert org.worked_blocks() == blocks
+
+
+def test_a_plan_after_retry_covers_the_rows_put_back_only(org: PlanOrg) -> None:
+    mixed_org(org)
+    org.work()
+    assert_exit(invoke("retry", "--db", org.db_url, "--reason", "number_in_use"), 0)
+    writes = org.sim.write_request_count
+
+    result = org.plan()
+
+    assert_exit(result, 6)
+    assert org.sim.write_request_count == writes
+    assert last_line(result.stdout).startswith(
+        "Plan: 0 users to create, 0 to update, 0 unchanged, 1 blocked"
+    )
+    assert org.planned_blocks() == {4: ("number", "number_in_use")}
+    location = org.lines_of(4, "location")[""]
+    assert (location["action"], location["message"]) == ("unchanged", "done in an earlier session")
 
 
 def test_rows_the_ledger_answers_by_sql_which_would_change_their_extension(
@@ -258,13 +276,14 @@ def test_a_license_with_no_unit_left_blocks_the_users_it_would_license(
         result = org.plan()
 
         assert_exit(result, 6)
+        assert sim.write_request_count == 0
         assert "2 user(s) to license, units 0 left: 2 short" in result.stdout
         assert org.planned_blocks() == {
             2: ("user", "license_unavailable"),
             3: ("user", "license_unavailable"),
         }
         planned = org.planned_actions()
-        invoke("work", "--db", org.db_url, "--quiet", env=org.variables)
+        org.work()
         assert org.worked_actions() == planned
         assert org.worked_blocks() == org.planned_blocks()
 
