@@ -250,6 +250,32 @@ def test_rows_the_ledger_answers_by_sql_which_would_change_their_extension(
     ]
 
 
+@pytest.mark.postgres
+def test_a_plan_on_a_postgresql_ledger_is_recorded_and_replaced(
+    ledger_env: LedgerEnv, postgres_ledger_url: str
+) -> None:
+    sim = Simulator(token=TOKEN)
+    with running_server(sim) as base_url:
+        org = PlanOrg(ledger_env, sim, base_url, url=postgres_ledger_url)
+        mixed_org(org)
+        assert_exit(org.plan(), 6)
+        first = org.plan_lines()
+        assert_exit(org.plan(), 6)  # the run's plan replaced, not added to
+
+    result = invoke(
+        "sql",
+        "SELECT row_id, before, after FROM v_plan WHERE field = 'extension' "
+        "AND action = 'update' ORDER BY row_id",
+        "--csv",
+        "--db",
+        postgres_ledger_url,
+    )
+    assert_exit(result, 0)
+    assert result.stdout.splitlines() == ["row_id,before,after", "1,1901,1001", "2,,1002"]
+    assert org.plan_lines() == first
+    assert sim.write_request_count == 0
+
+
 # --- the license -----------------------------------------------------------------------------
 
 

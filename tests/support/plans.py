@@ -43,10 +43,11 @@ class PlanOrg:
     base_url: str
     db: str = "l.db"
     extra: dict[str, str] | None = None
+    url: str | None = None  # another ledger than the SQLite file `db` (PostgreSQL)
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.env.root / self.db}"
+        return self.url or f"sqlite:///{self.env.root / self.db}"
 
     @property
     def variables(self) -> dict[str, str]:
