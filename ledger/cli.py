@@ -5,6 +5,10 @@ domain error into one line on stderr and an exit code (SPEC section 1):
     be written) · 3 circuit breaker, or `work`'s preflight · 4 interrupted or MAX_BATCHES with
     rows still ready · 1 internal error (traceback in the log file only)
 
+`plan` tells scripts what it found (in the spirit of Terraform's -detailed-exitcode):
+
+    0 nothing to do · 5 changes pending (creates or updates, no row blocked) · 6 rows blocked
+
 What a command prints goes through `ledger.console`.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Iterator
@@ -30,16 +35,20 @@ from ledger.error_handling import UsageError
 from ledger.executor import work_run
 from ledger.ingest import ingest_file
 from ledger.logs import configure_logging, redact, shutdown_logging
+from ledger.plan_diff import PlanOutcome
+from ledger.planner import plan_run
 from ledger.sql_query import run_query
 from ledger.state_store import find_run, retry_rows, run_is_finished
 from ledger.status import read_run_status
-from ledger.writers import export_all
+from ledger.writers import export_all, write_plan_json
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_BREAKER = 3
 EXIT_INTERRUPTED = 4
+EXIT_PLAN_CHANGES = 5
+EXIT_PLAN_BLOCKED = 6
 
 app = typer.Typer(
     name="ledger",
@@ -273,6 +282,84 @@ def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -
         f"ledger: stopped ({report.ended}) with rows still to do: `ledger work` resumes"
     )
     return EXIT_INTERRUPTED
+
+
+@app.command()
+def plan(
+    db: DbOption = None,
+    run: RunOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the plan as one JSON document instead.")
+    ] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for plan.csv (default: LEDGER_OUTPUT_DIR)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Show what `work` would do to each ready row, by lookups only: nothing is written to
+    Webex. Exit 0: nothing to do; 5: changes pending; 6: rows blocked."""
+    settings = settings_for(db)
+    if settings.WEBEX_ACCESS_TOKEN is None or not settings.WEBEX_ACCESS_TOKEN.get_secret_value():
+        raise _fail("WEBEX_ACCESS_TOKEN is not set (the token `plan` reads Webex with)", EXIT_USAGE)
+    folder = out_dir or settings.LEDGER_OUTPUT_DIR
+    with opened_ledger(settings) as ledger:
+        code = _plan(settings, ledger, run, folder, as_json=as_json, quiet=quiet)
+    raise typer.Exit(code)
+
+
+PLAN_EXIT_CODES = {
+    PlanOutcome.NOTHING_TO_DO: EXIT_OK,
+    PlanOutcome.CHANGES_PENDING: EXIT_PLAN_CHANGES,
+    PlanOutcome.BLOCKED: EXIT_PLAN_BLOCKED,
+}
+
+
+def _plan(
+    settings: Settings,
+    ledger: Ledger,
+    run_id: int | None,
+    folder: Path,
+    *,
+    as_json: bool,
+    quiet: bool,
+) -> int:
+    run = find_run(ledger, run_id)
+    progress = console.plan_progress(quiet)
+    configure_logging(
+        settings.LEDGER_LOG_FILE,
+        run_id=run.id,
+        console_level=logging.CRITICAL if console.is_live(quiet) else logging.ERROR,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise SystemExit(EXIT_INTERRUPTED)
+        stop.set()
+        console.print_err(f"ledger: {signal.Signals(signum).name}: stopping the plan…")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        report = plan_run(settings, ledger, run, progress=progress, out_dir=folder, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutdown_logging()
+    if report.breaker_message is not None:
+        console.print_failure(report.breaker_message)
+        return EXIT_BREAKER
+    if not report.complete:
+        console.print_failure("plan interrupted: it is incomplete, and no plan.csv was written")
+        return EXIT_INTERRUPTED
+    summary = report.summary
+    if as_json:
+        document: dict[str, object] = summary.as_dict()
+        document["plan_file"] = str(report.plan_file) if report.plan_file else None
+        write_plan_json(ledger, run, document, sys.stdout)
+    else:
+        console.print_plan(summary, report.plan_file)
+    return PLAN_EXIT_CODES.get(summary.outcome, EXIT_INTERNAL)
 
 
 @app.command()

@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
@@ -29,8 +30,19 @@ from rich.text import Text
 
 from ledger.demo import DemoReport
 from ledger.error_handling import UsageError
-from ledger.progress import ProgressSink, QuietProgress, RunTally, format_duration, format_rate
-from ledger.records import StepStatus, iso
+from ledger.plan_diff import PlanAction
+from ledger.plan_summary import PlanSummary
+from ledger.progress import (
+    PLAN_WORDS,
+    WORK_WORDS,
+    ProgressSink,
+    ProgressWords,
+    QuietProgress,
+    RunTally,
+    format_duration,
+    format_rate,
+)
+from ledger.records import StepName, StepStatus, iso
 from ledger.status import RunStatus
 
 PROGRESS_MODES = ("auto", "quiet", "plain", "bar")
@@ -181,15 +193,67 @@ def status_renderables(status: RunStatus) -> list[RenderableType]:
     return parts
 
 
+# --- ledger plan -----------------------------------------------------------------------------
+
+
+def plan_renderables(summary: PlanSummary) -> list[RenderableType]:
+    """The org-level checks, the actions per step, the blockers; the `Plan:` line last."""
+    tally = summary.tally
+    parts: list[RenderableType] = []
+    if tally.rows:
+        parts.extend(shown(line) for line in summary.org_checks())
+        steps = Table(
+            "step",
+            *(Column(str(a), justify="right") for a in PlanAction),
+            box=None,
+            pad_edge=False,
+            header_style="bold",
+        )
+        for step in StepName:
+            counts = tally.steps.get(step)
+            if counts is not None:
+                steps.add_row(step, *(f"{counts.get(a, 0):,}" for a in PlanAction))
+        parts.append(steps)
+    if tally.blockers:
+        blockers = Table(
+            "blocked by",
+            Column("rows", justify="right"),
+            "example",
+            box=None,
+            pad_edge=False,
+            header_style="bold",
+        )
+        for reason, blocker in sorted(tally.blockers.items()):
+            example = f"row {blocker.example_row_id}"
+            if blocker.example_message:
+                example += f": {blocker.example_message}"
+            blockers.add_row(shown(reason), f"{blocker.rows:,}", shown(example))
+        parts.append(blockers)
+    return parts
+
+
+def print_plan(summary: PlanSummary, plan_file: Path | None) -> None:
+    for renderable in plan_renderables(summary):
+        out.print(renderable)
+    if plan_file is not None:
+        print_out(f"plan.csv: {plan_file}")
+    print_out(summary.headline())
+
+
 # --- the progress of ledger work -------------------------------------------------------------
 
 
 class PlainProgress:
     """One line when work starts and one per batch: for pipes, CI logs and `nohup` files."""
 
-    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        console: Console,
+        clock: Callable[[], float] = time.monotonic,
+        words: ProgressWords = WORK_WORDS,
+    ) -> None:
         self._console = console
-        self.tally = RunTally(clock)
+        self.tally = RunTally(clock, words)
 
     def _print(self, line: str) -> None:
         self._console.print(shown(line), highlight=False, soft_wrap=True)
@@ -198,7 +262,7 @@ class PlainProgress:
         self.tally.start(
             run_id=run_id, total=total, success=success, pending=pending, rejected=rejected
         )
-        self._print(f"working {self.tally.counts_line()}")
+        self._print(f"{self.tally.words.doing} {self.tally.counts_line()}")
 
     def row_finished(self, status: str) -> None:
         self.tally.row_finished(status)
@@ -206,9 +270,10 @@ class PlainProgress:
     def batch_finished(
         self, *, batch_no: int, rows: int, success: int, pending: int, elapsed_s: float
     ) -> None:
+        words = self.tally.words
         self._print(
-            f"batch {batch_no}: {rows} rows ({success} success, {pending} pending) "
-            f"in {elapsed_s:.1f}s · {self.tally.run_line()}"
+            f"batch {batch_no}: {rows} rows ({success} {words.success}, {pending} "
+            f"{words.pending}) in {elapsed_s:.1f}s · {self.tally.run_line()}"
         )
 
     def stop(self) -> None:
@@ -218,8 +283,13 @@ class PlainProgress:
 class BarProgress:
     """A live rich bar: finished/total, the outcome counts, rows/s and ETA."""
 
-    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
-        self.tally = RunTally(clock)
+    def __init__(
+        self,
+        console: Console,
+        clock: Callable[[], float] = time.monotonic,
+        words: ProgressWords = WORK_WORDS,
+    ) -> None:
+        self.tally = RunTally(clock, words)
         self._progress = Progress(
             TextColumn("[bold]run {task.fields[run_id]}"),
             BarColumn(),
@@ -236,10 +306,13 @@ class BarProgress:
         """The counts, rate and ETA columns' text."""
         tally = self.tally
         rate = tally.rate()
+        words = tally.words
         counts = (
-            f"[green]{tally.success} success[/] · [yellow]{tally.pending} pending[/] · "
-            f"[red]{tally.rejected} rejected[/]"
+            f"[green]{tally.success} {words.success}[/] · "
+            f"[yellow]{tally.pending} {words.pending}[/]"
         )
+        if words.rejected:
+            counts += f" · [red]{tally.rejected} rejected[/]"
         return counts, format_rate(rate), format_duration(tally.eta_s(rate))
 
     def start(self, *, run_id: int, total: int, success: int, pending: int, rejected: int) -> None:
@@ -279,17 +352,22 @@ class BarProgress:
         self._progress.stop()
 
 
-def make_progress(mode: str, console: Console) -> ProgressSink:
+def make_progress(mode: str, console: Console, words: ProgressWords = WORK_WORDS) -> ProgressSink:
     """The display for `mode` (`auto`, `quiet`, `plain` or `bar`) writing to `console`."""
     if mode == "quiet":
         return QuietProgress()
     if mode == "plain" or (mode == "auto" and not console.is_terminal):
-        return PlainProgress(console)
+        return PlainProgress(console, words=words)
     if mode in ("bar", "auto"):
-        return BarProgress(console)
+        return BarProgress(console, words=words)
     raise UsageError(f"unknown progress mode {mode!r}: use one of {', '.join(PROGRESS_MODES)}")
 
 
 def work_progress(quiet: bool) -> ProgressSink:
     """The display of `work` and `demo` on standard output: nothing when quiet."""
     return make_progress("quiet" if quiet else "auto", out)
+
+
+def plan_progress(quiet: bool) -> ProgressSink:
+    """The display of `plan`, as `work`'s, on standard error: standard output is the plan's."""
+    return make_progress("quiet" if quiet else "auto", err, PLAN_WORDS)

@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ledger.plan_diff import PlanAction, PlanOutcome
 from ledger.records import EntityStatus, RowStatus, StepName, StepStatus
 
 NAMING = {
@@ -217,3 +218,47 @@ class WorkerStats(Base):
     wait_s: Mapped[float] = mapped_column(Float, default=0.0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RunPlan(Base):
+    """The latest `ledger plan` of a run: when it was made, whether it went through every ready
+    row, and its org-level checks and counts (JSON). A new plan of the run replaces it."""
+
+    __tablename__ = "plans"
+    __table_args__ = (
+        UniqueConstraint("run_id"),
+        CheckConstraint(_in("outcome", PlanOutcome), "outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    outcome: Mapped[str] = mapped_column(String(20))
+    made_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    summary_json: Mapped[str | None] = mapped_column(Text)
+
+
+class PlanLine(Base):
+    """One line of a plan: what `work` would do to one step of one row, field by field (one
+    line per field that changes; one line without a field when nothing does)."""
+
+    __tablename__ = "plan_lines"
+    __table_args__ = (
+        CheckConstraint(_in("step", StepName), "step"),
+        CheckConstraint(_in("action", PlanAction), "action"),
+        CheckConstraint(
+            f"(action = '{PlanAction.BLOCKED}') = (reason_code IS NOT NULL)", "reason_iff_blocked"
+        ),
+        Index("ix_plan_lines_plan_row", "plan_id", "row_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"))
+    row_pk: Mapped[int] = mapped_column(ForeignKey("rows.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(10))
+    field: Mapped[str | None] = mapped_column(Text)
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+    reason_code: Mapped[str | None] = mapped_column(String(40))
+    message: Mapped[str | None] = mapped_column(Text)

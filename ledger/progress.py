@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 # The rate is measured over this window: long enough to smooth a batch's tail, short enough
@@ -27,6 +28,22 @@ from typing import Protocol
 RATE_WINDOW_S = 60.0
 # No rate (and no ETA) is shown before this many rows finished in the window.
 RATE_MIN_ROWS = 2
+
+
+@dataclass(frozen=True)
+class ProgressWords:
+    """How a display names what it counts: `work` is working, and its rows finish as success
+    or pending; `plan` is planning, and its rows are planned or blocked."""
+
+    doing: str = "working"
+    done: str = "finished"
+    success: str = "success"
+    pending: str = "pending"
+    rejected: bool = True  # whether the run's rejected rows are counted too
+
+
+WORK_WORDS = ProgressWords()
+PLAN_WORDS = ProgressWords("planning", "planned", "ready", "blocked", rejected=False)
 
 
 class ProgressSink(Protocol):
@@ -67,8 +84,11 @@ def format_duration(seconds: float | None) -> str:
 class RunTally:
     """The run's counts and recent finishing times, shared by worker threads under one lock."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, words: ProgressWords = WORK_WORDS
+    ) -> None:
         self._clock = clock
+        self.words = words
         self._lock = threading.Lock()
         self._recent: deque[float] = deque()
         self.run_id = 0
@@ -127,9 +147,11 @@ class RunTally:
 
     def counts_line(self) -> str:
         """`run 3: 1507/21000 finished (1488 success, 12 pending, 7 rejected)`"""
+        words = self.words
+        rejected = f", {self.rejected} rejected" if words.rejected else ""
         return (
-            f"run {self.run_id}: {self.finished}/{self.total} finished "
-            f"({self.success} success, {self.pending} pending, {self.rejected} rejected)"
+            f"run {self.run_id}: {self.finished}/{self.total} {words.done} "
+            f"({self.success} {words.success}, {self.pending} {words.pending}{rejected})"
         )
 
     def run_line(self) -> str:

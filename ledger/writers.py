@@ -26,6 +26,7 @@ from ledger.cells import neutralise
 from ledger.config import PIPELINE_VERSION
 from ledger.database import Ledger
 from ledger.error_handling import InvariantError, UsageError
+from ledger.plan_diff import PLAN_COLUMNS
 from ledger.records import RunInfo, iso
 from ledger.reports import (
     checkpoint_position_in,
@@ -36,6 +37,7 @@ from ledger.reports import (
     retry_lines,
     snapshot,
 )
+from ledger.state_store.plans import plan_lines
 
 RESULTS_COLUMNS = (
     "timestamp",
@@ -78,6 +80,7 @@ CHECKPOINT_KEYS = (
 )
 ARTIFACTS = ("results.csv", "pending_rows.csv", "rejected_rows.csv", "checkpoint.json")
 RETRY_FILE = "retry_rows.csv"
+PLAN_FILE = "plan.csv"
 Cell = object
 
 
@@ -247,3 +250,35 @@ def _export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
         retry=retry,
         last_completed_batch_id=int(checkpoint["last_completed_batch_id"]),
     )
+
+
+def export_plan(ledger: Ledger, run: RunInfo, out_dir: Path) -> Path:
+    """plan.csv of the run's plan, from the ledger (`PLAN_COLUMNS`, a line per field a step of
+    a row would change, or per step when none would). Raises ArtifactFolderError when the
+    folder cannot take it."""
+    path = out_dir / PLAN_FILE
+    try:
+        with snapshot(ledger) as session:
+            atomic_write_csv(path, PLAN_COLUMNS, plan_lines(session, run.id))
+    except ArtifactFolderError:
+        raise
+    except OSError as exc:
+        raise ArtifactFolderError(out_dir, exc) from exc
+    return path
+
+
+def write_plan_json(ledger: Ledger, run: RunInfo, summary: dict[str, object], out: IO[str]) -> int:
+    """The run's plan as one JSON document on `out`: the summary's keys, then `lines` (each an
+    object keyed by `PLAN_COLUMNS`), streamed from the ledger. Returns the number of lines."""
+    head = json.dumps(summary, ensure_ascii=False)
+    out.write(head[:-1] + (', "lines": [' if summary else '"lines": ['))
+    count = 0
+    with snapshot(ledger) as session:
+        for line in plan_lines(session, run.id):
+            out.write(
+                ("\n" if count == 0 else ",\n")
+                + json.dumps(dict(zip(PLAN_COLUMNS, line, strict=True)), ensure_ascii=False)
+            )
+            count += 1
+    out.write("\n]}\n")
+    return count

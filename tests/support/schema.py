@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from ledger.database import Ledger, head_revision
 from ledger.models import Base, Event, Row, Run, SharedEntity, StepRecord
 
-VIEWS = {"v_progress", "v_rows", "v_steps", "v_pending", "v_rejected"}
+VIEWS = {"v_progress", "v_rows", "v_steps", "v_pending", "v_rejected", "v_plan"}
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
