@@ -19,7 +19,6 @@ hears `ClaimLostError`, the others commit as if nothing had happened.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -84,12 +83,10 @@ class GroupCommit:
                     self._cond.wait()
                     continue
                 self._leading = True
+                group = self._queue[: self._max_group]
+                del self._queue[: self._max_group]
                 self._cond.release()
                 try:
-                    time.sleep(0)  # let threads about to hand in a write do so first
-                    with self._cond:
-                        group = self._queue[: self._max_group]
-                        del self._queue[: self._max_group]
                     self._commit(group)
                 finally:
                     self._cond.acquire()
