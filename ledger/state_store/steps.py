@@ -4,7 +4,7 @@ Every row writes here several times, from as many threads as rows are in flight,
 caller returns only once its own write is committed. So the writes go through the ledger's
 group commit (`ledger.group_commit`): those that arrive together share one transaction, in
 which each kind of statement runs once for all of them (`executemany`) as prebuilt Core
-statements, compiled by SQLAlchemy once:
+statements (`step_statements`), compiled by SQLAlchemy once:
 
 * the fence of every step write (its claim still holds; its lease pushed out), then one upsert
   of every outcome, then the finish of every row, checked in the same statement against its
@@ -19,32 +19,15 @@ missing), the group is rolled back and each write made again alone, the way it a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    DateTime,
-    Insert,
-    Integer,
-    String,
-    Text,
-    and_,
-    bindparam,
-    case,
-    func,
-    insert,
-    literal,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError, ReasonCode
-from ledger.models import Base
 from ledger.records import (
     SUCCESS_STEP_STATUSES,
     ClaimedRow,
@@ -55,113 +38,15 @@ from ledger.records import (
     utcnow,
 )
 from ledger.state_store.events import EventValues, append_events, event
-
-ROWS_T = Base.metadata.tables["rows"]
-STEPS_T = Base.metadata.tables["steps"]
-_CLAIM_HOLDS = and_(
-    ROWS_T.c.id == bindparam("b_pk"),
-    ROWS_T.c.claim_token == bindparam("b_token"),
-    ROWS_T.c.status == RowStatus.CLAIMED.value,
-)
-FENCE = (
-    update(ROWS_T)
-    .where(_CLAIM_HOLDS)
-    .values(
-        updated_at=bindparam("b_now", type_=DateTime(timezone=True)),
-        lease_expires_at=func.coalesce(
-            bindparam("b_lease_until", type_=DateTime(timezone=True)), ROWS_T.c.lease_expires_at
-        ),
-    )
-)
-_STATUS = bindparam("b_status", type_=String)
-_NOW = bindparam("b_now", type_=DateTime(timezone=True))
-# A failure never hides an unknown outcome: whoever works the row next must still look up
-# (and allow for Webex's lag, counted from when the create was sent) before creating again.
-_FAILURE_OVER_STARTED = and_(
-    _STATUS == StepStatus.FAILED.value, STEPS_T.c.status == StepStatus.STARTED.value
-)
-STEP_UPDATE = (
-    update(STEPS_T)
-    .where(STEPS_T.c.row_pk == bindparam("b_pk"), STEPS_T.c.step == bindparam("b_step"))
-    .values(
-        entity_type=bindparam("b_entity_type"),
-        entity_key=bindparam("b_entity_key"),
-        status=case((_FAILURE_OVER_STARTED, STEPS_T.c.status), else_=_STATUS),
-        http_status=bindparam("b_http_status", type_=Integer),
-        remote_id=func.coalesce(bindparam("b_remote_id", type_=Text), STEPS_T.c.remote_id),
-        message=bindparam("b_message", type_=Text),
-        tracking_id=bindparam("b_tracking_id", type_=Text),
-        updated_at=case((_FAILURE_OVER_STARTED, STEPS_T.c.updated_at), else_=_NOW),
-        attempts=STEPS_T.c.attempts + bindparam("b_started", type_=Integer),
-    )
-)
-STEP_INSERT = insert(STEPS_T)
-SELECT_STEP_STATUSES = select(STEPS_T.c.step, STEPS_T.c.status).where(
-    STEPS_T.c.row_pk == bindparam("b_pk")
-)
-_FINISH_VALUES: dict[str, Any] = {
-    "status": bindparam("b_status"),
-    "reason_code": bindparam("b_reason_code"),
-    "reason_message": bindparam("b_reason_message"),
-    "reason_step": bindparam("b_reason_step"),
-    "http_status": bindparam("b_http_status", type_=Integer),
-    "claim_token": None,
-    "claimed_by": None,
-    "lease_expires_at": None,
-    "finished_at": bindparam("b_now", type_=DateTime(timezone=True)),
-    "updated_at": bindparam("b_now", type_=DateTime(timezone=True)),
-}
-FINISH = update(ROWS_T).where(_CLAIM_HOLDS).values(**_FINISH_VALUES)
-
-
-def _step_upsert(dialect_insert: Callable[..., Any]) -> Insert:
-    """One outcome inserted, or merged over the step's record as STEP_UPDATE does."""
-    statement = dialect_insert(STEPS_T)
-    new = statement.excluded
-    failure_over_started = and_(
-        new.status == StepStatus.FAILED.value, STEPS_T.c.status == StepStatus.STARTED.value
-    )
-    upsert: Insert = statement.on_conflict_do_update(
-        index_elements=[STEPS_T.c.row_pk, STEPS_T.c.step],
-        set_={
-            "entity_type": new.entity_type,
-            "entity_key": new.entity_key,
-            "status": case((failure_over_started, STEPS_T.c.status), else_=new.status),
-            "http_status": new.http_status,
-            "remote_id": func.coalesce(new.remote_id, STEPS_T.c.remote_id),
-            "message": new.message,
-            "tracking_id": new.tracking_id,
-            "updated_at": case((failure_over_started, STEPS_T.c.updated_at), else_=new.updated_at),
-            # The inserted `attempts` is 1 for a `started` outcome, else 0.
-            "attempts": STEPS_T.c.attempts + new.attempts,
-        },
-    )
-    return upsert
-
-
-STEP_UPSERTS = {
-    "sqlite": _step_upsert(sqlite.insert),
-    "postgresql": _step_upsert(postgresql.insert),
-}
-
-# A finish in one statement: the claim holds and, for a success, every required step is on
-# record as succeeded. Up to one bound name per step; the unused ones are NULL, which no step
-# matches (a pending finish requires none).
-_REQUIRED = [bindparam(f"b_required_{index}", type_=String) for index in range(len(StepName))]
-_REQUIRED_DONE = (
-    select(func.count())
-    .select_from(STEPS_T)
-    .where(
-        STEPS_T.c.row_pk == bindparam("b_pk"),
-        STEPS_T.c.status.in_([literal(status.value) for status in SUCCESS_STEP_STATUSES]),
-        STEPS_T.c.step.in_(_REQUIRED),
-    )
-    .scalar_subquery()
-)
-FINISH_CHECKED = (
-    update(ROWS_T)
-    .where(_CLAIM_HOLDS, _REQUIRED_DONE == bindparam("b_required", type_=Integer))
-    .values(**_FINISH_VALUES)
+from ledger.state_store.step_statements import (
+    FENCE,
+    FINISH,
+    FINISH_CHECKED,
+    REQUIRED_SLOTS,
+    SELECT_STEP_STATUSES,
+    STEP_INSERT,
+    STEP_UPDATE,
+    STEP_UPSERTS,
 )
 
 
@@ -326,11 +211,11 @@ def _step_event(row: ClaimedRow, outcome: StepOutcome, now: datetime) -> EventVa
 
 
 def _finish_params(write: _FinishWrite, now: datetime) -> dict[str, Any]:
-    named: list[str | None] = list(write.required[: len(_REQUIRED)])
-    named += [None] * (len(_REQUIRED) - len(named))
+    named: list[str | None] = list(write.required[: len(REQUIRED_SLOTS)])
+    named += [None] * (len(REQUIRED_SLOTS) - len(named))
     # More names than steps: some name no step, so the finish is refused and made alone,
     # where the missing ones are named.
-    expected = len(write.required) if len(write.required) <= len(_REQUIRED) else -1
+    expected = len(write.required) if len(write.required) <= len(REQUIRED_SLOTS) else -1
     params: dict[str, Any] = {
         "b_pk": write.row.pk,
         "b_token": write.row.claim_token,
