@@ -1,15 +1,16 @@
 """Claiming rows batch by batch, with static bounds, and keeping the claims alive.
 
-`iterate_batches` yields claimed batches until the run has no claimable row, a bound is hit or a
-stop is asked for. Every loop here has a fixed upper bound: the number of batches (MAX_BATCHES,
-or a ceiling derived from the run's size), and the polls while other workers hold the last rows.
+`BatchSource` claims batches one at a time until the run has no claimable row, a bound is hit or
+a stop is asked for. Every loop here has a fixed upper bound: the number of batches
+(MAX_BATCHES, or a ceiling derived from the run's size), and the polls while other workers hold
+the last rows. `LeaseKeeper` renews the leases of every claim this worker holds.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger.database import Ledger
@@ -33,47 +34,71 @@ class BatchBounds:
         return min(self.max_batches, derived) if self.max_batches else derived
 
 
-@dataclass
-class BatchState:
-    """Why iteration ended: `finished`, `max_batches`, `stopped`, or `held_elsewhere`."""
+class BatchSource:
+    """Claims a run's batches one at a time, lowest batch first, within the static bounds.
 
-    ended: WorkEnd = WorkEnd.FINISHED
-    batches: int = 0
+    `ended` says why no batch will come any more (None while some may): `finished`,
+    `max_batches`, `stopped`, or `held_elsewhere`; `batches` counts the batches claimed.
+    """
 
+    def __init__(
+        self,
+        ledger: Ledger,
+        run_id: int,
+        worker_id: str,
+        bounds: BatchBounds,
+        *,
+        should_stop: Callable[[], bool],
+        wait: Callable[[float], bool],
+    ) -> None:
+        self._ledger = ledger
+        self._run_id = run_id
+        self._worker_id = worker_id
+        self._bounds = bounds
+        self._ceiling = bounds.ceiling()
+        self._should_stop = should_stop
+        self._wait = wait  # sleeps, and returns True when stopping
+        # While other workers hold the last rows, poll until their leases could have expired.
+        self._idle_polls_left = int(bounds.lease_s / 1.0) + 5
+        self.ended: WorkEnd | None = None
+        self.batches = 0
 
-def iterate_batches(
-    ledger: Ledger,
-    run_id: int,
-    worker_id: str,
-    bounds: BatchBounds,
-    state: BatchState,
-    should_stop: Callable[[], bool],
-    wait: Callable[[float], bool],
-) -> Iterator[list[ClaimedRow]]:
-    """Claimed batches, lowest batch first. `wait(s)` sleeps and returns True when stopping."""
-    ceiling = bounds.ceiling()
-    # While other workers hold the last rows, poll until their leases could have expired.
-    idle_polls_left = int(bounds.lease_s / 1.0) + 5
-    while state.batches < ceiling:
-        if should_stop():
-            state.ended = WorkEnd.STOPPED
-            return
-        rows = claim_batch(ledger, run_id, worker_id, bounds.batch_size, bounds.lease_s)
-        if not rows:
-            if run_is_finished(ledger, run_id):
-                state.ended = WorkEnd.FINISHED
-                return
-            if idle_polls_left <= 0:
-                state.ended = WorkEnd.HELD_ELSEWHERE
-                return
-            idle_polls_left -= 1
-            if wait(1.0):
-                state.ended = WorkEnd.STOPPED
-                return
-            continue
-        state.batches += 1
-        yield rows
-    state.ended = WorkEnd.FINISHED if run_is_finished(ledger, run_id) else WorkEnd.MAX_BATCHES
+    def claim(self, *, working: bool) -> list[ClaimedRow] | None:
+        """The next claimed batch, or None.
+
+        While this worker still works a batch (`working`), None means "none now": ask again
+        once that batch is done, when what is left of the run is known. Otherwise None comes
+        with `ended` set; before that, while other workers hold the run's last rows, this
+        polls (boundedly) until they finish them or their leases expire.
+        """
+        while self.ended is None:
+            if self._should_stop():
+                self.ended = WorkEnd.STOPPED
+                return None
+            if self.batches >= self._ceiling:
+                if not working:
+                    finished = run_is_finished(self._ledger, self._run_id)
+                    self.ended = WorkEnd.FINISHED if finished else WorkEnd.MAX_BATCHES
+                return None
+            bounds = self._bounds
+            rows = claim_batch(
+                self._ledger, self._run_id, self._worker_id, bounds.batch_size, bounds.lease_s
+            )
+            if rows:
+                self.batches += 1
+                return rows
+            if working:
+                return None
+            if run_is_finished(self._ledger, self._run_id):
+                self.ended = WorkEnd.FINISHED
+                return None
+            if self._idle_polls_left <= 0:
+                self.ended = WorkEnd.HELD_ELSEWHERE
+                return None
+            self._idle_polls_left -= 1
+            if self._wait(1.0):
+                self.ended = WorkEnd.STOPPED
+        return None
 
 
 class LeaseKeeper:

@@ -21,6 +21,8 @@ Why it is built this way:
 * **Threads share the rate limit politely.** Every request first waits its turn at one shared
   `Throttle` (`ledger.pacing`): a 429 or 423 with `Retry-After` pauses every thread, and a 429
   also lowers the adaptive request rate. `stats()` is a frozen snapshot of the counters.
+* **At most LEDGER_CONCURRENCY requests in flight.** Every send holds one of the client's
+  `slots` (`ledger.slots`); a thread sleeping before a retry gives its slot up meanwhile.
 * **An expired token is renewed once, mid-run.** Each try carries the token current when it is
   sent (`ledger.access_token`). With `WEBEX_CLIENT_ID`, `WEBEX_CLIENT_SECRET` and
   `WEBEX_REFRESH_TOKEN` set, a 401 asks for a new access token with the refresh grant
@@ -76,6 +78,7 @@ from ledger.responses import (
     read_success,
     unexpected_response,
 )
+from ledger.slots import RequestSlots
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +191,7 @@ class WebexClient:
             transport=transport,
             follow_redirects=False,  # a redirect would carry the token to wherever it points
         )
+        self.slots = RequestSlots(settings.LEDGER_CONCURRENCY)
         limiter = AdaptiveRateLimiter(clock=clock) if adaptive_rate_limit else None
         self._throttle = Throttle(clock=clock, sleep=sleep, limiter=limiter)
         self._counters = RequestCounters()
@@ -382,7 +386,8 @@ class WebexClient:
         path = request.url.path
         self._counters.add("requests_sent")
         try:
-            response = self._http.send(request)
+            with self.slots.held():
+                response = self._http.send(request)
         except httpx.HTTPError as exc:
             self._counters.add("transport_errors")
             error = _transport_error(exc, method, path)
@@ -438,7 +443,8 @@ class WebexClient:
 
     def _retry_sleep(self, seconds: float) -> None:
         self._counters.add_wait("retry", seconds)
-        self._sleep(seconds)
+        with self.slots.released():  # a row that waits lets another one send
+            self._sleep(seconds)
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = _failure(state)

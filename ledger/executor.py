@@ -1,13 +1,21 @@
 """`ledger work`: batch → row → steps, recording every outcome as it happens.
 
-A batch is claimed in one short transaction. Its locations are provisioned first (`locations`:
-each once per run, whoever gets there first), then its rows run `LEDGER_CONCURRENCY` at a time
-in threads (`row_runner`). Each step's outcome is committed before the next step starts, and no
-transaction is open while a request is in flight. Failures of the outside world become pending
-rows and log lines; nothing raised by a row stops the run. The circuit breaker and
-SIGINT/SIGTERM stop the run between rows: rows not started go back to `ready`. After every
-batch the worker's request counters are saved, and the artifacts rewritten once
-LEDGER_REFRESH_S has passed since they last were; they are always written when `work` stops.
+A batch is claimed in one short transaction and prepared in one call (`Worker.prepare`: the
+calling license, and its locations, each provisioned once per run by whoever gets there first,
+`locations`); then its rows run in a pool of threads (`row_runner`), each row's outcome
+committed before its next step starts, and no transaction open while a request is in flight.
+
+The batches form a pipeline (`pipeline`): when few rows of the current batch are left to start,
+the next batch is claimed and prepared, and its rows queue behind them, so the pool never idles
+on a batch's tail; a worker holds at most two batches at once. LEDGER_CONCURRENCY bounds the rows at
+work and the requests in flight (`slots`): there are more row threads than that, and a row
+sleeping in a backoff or a settling lookup gives its slot to another row meanwhile.
+
+Failures of the outside world become pending rows and log lines; nothing raised by a row stops
+the run. The circuit breaker (counted per batch) and SIGINT/SIGTERM stop the run between rows:
+rows not started go back to `ready`. After every batch the worker's request counters are
+saved, and the artifacts rewritten once LEDGER_REFRESH_S has passed since they last were; they
+are always written when `work` stops.
 
 Before the first claim, one read checks the token, its scopes, the org and the base URL
 (`preflight`); when it fails, the run stops with every row still ready.
@@ -21,19 +29,19 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ledger.batch_iterator import BatchBounds, BatchState, LeaseKeeper, iterate_batches
-from ledger.batch_prep import prepare_batch
+from ledger.batch_iterator import BatchBounds, BatchSource, LeaseKeeper
+from ledger.batch_prep import PreparedBatch, prepare_batch
 from ledger.config import Settings
 from ledger.connection_client import WebexClient
 from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError, is_auth_failure
 from ledger.locations import LocationProvisioner
+from ledger.pipeline import BatchPipeline
 from ledger.preflight import preflight
 from ledger.records import ClaimedRow, Failure, RowStatus, RunInfo, WorkEnd
 from ledger.reports import outcome_counts, snapshot
@@ -50,6 +58,13 @@ if TYPE_CHECKING:
     from ledger.progress import ProgressSink
 
 logger = logging.getLogger(__name__)
+
+# Row threads per request slot: the extra threads work rows while others wait out a backoff.
+ROW_THREADS_PER_SLOT = 4
+MAX_ROW_THREADS = 256
+# The next batch is claimed once no more than this many slots' worth of the current batch's
+# rows are left to start: time enough to claim and prepare it before the threads run dry.
+PREFETCH_SLOTS = 2
 
 
 def default_worker_id() -> str:
@@ -79,6 +94,17 @@ class _BatchTally:
     success: int = 0
     pending: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Batch:
+    """A claimed batch as the worker sees it: its rows, what they need, and its tally."""
+
+    number: int
+    rows: list[ClaimedRow]
+    prepared: PreparedBatch
+    started_at: float
+    tally: _BatchTally = field(default_factory=_BatchTally)
 
 
 class Worker:
@@ -113,6 +139,9 @@ class Worker:
         self.rows = RowRunner(settings, ledger, client)
         # The preflight's license lookup, kept for the first batch (then looked up per batch).
         self._license: LicenseLookup | None = None
+        # Set while run() runs: the location provisioner and the heartbeat of this worker's claims.
+        self._locations: LocationProvisioner | None = None
+        self._keeper: LeaseKeeper | None = None
 
     def run(self) -> WorkReport:
         settings = self.settings
@@ -123,7 +152,6 @@ class Worker:
             lease_s=settings.LEDGER_LEASE_S,
             total_rows=self.run_info.accepted_rows,
         )
-        state = BatchState()
         report = WorkReport(ended=WorkEnd.FINISHED)
         self._refreshed_at = self.clock()
         # A finished run needs no request at all; any other is checked before its first claim.
@@ -133,35 +161,79 @@ class Worker:
         # A location that failed in an earlier session (a 401 before the token was fixed, an
         # outage) gets one more chance; rows already pending because of it wait for `retry`.
         reset_failed_entities(self.ledger, self.run_info.id)
+        source = BatchSource(
+            self.ledger,
+            self.run_info.id,
+            self.worker_id,
+            bounds,
+            should_stop=self._stopping,
+            wait=self.stop.wait,
+        )
+        concurrency = settings.LEDGER_CONCURRENCY
+        pipeline: BatchPipeline[_Batch] = BatchPipeline(
+            source,
+            slots=self.client.slots,
+            threads=min(ROW_THREADS_PER_SLOT * concurrency, max(concurrency, MAX_ROW_THREADS)),
+            prefetch_at=PREFETCH_SLOTS * concurrency,
+            stopping=self._stopping,
+            open_batch=self._open_batch,
+            can_start=self._can_start,
+            work=self._work_one,
+            close_batch=lambda batch, unstarted: self._close_batch(batch, unstarted, report),
+        )
         with LeaseKeeper(self.ledger, settings.LEDGER_LEASE_S) as keeper:
-            locations = LocationProvisioner(
+            self._keeper = keeper
+            self._locations = LocationProvisioner(
                 settings, self.ledger, self.client, self.run_info.id, stop=self.stop, keeper=keeper
             )
-            for rows in iterate_batches(
-                self.ledger,
-                self.run_info.id,
-                self.worker_id,
-                bounds,
-                state,
-                should_stop=lambda: self.stop.is_set() or self.breaker.is_set(),
-                wait=self.stop.wait,
-            ):
-                keeper.hold(rows[0].claim_token)
-                try:
-                    self._work_batch(state.batches, rows, locations, report)
-                finally:
-                    keeper.drop(rows[0].claim_token)
-                if self.breaker.is_set():
-                    break
-        report.batches = state.batches
+            try:
+                pipeline.run()
+            finally:
+                self._keeper = self._locations = None
+        report.batches = source.batches
+        writes = self.ledger.group
+        logger.info(
+            f"{writes.writes} step writes committed in {writes.transactions} transactions",
+            extra={
+                "event": "ledger_writes",
+                "writes": writes.writes,
+                "transactions": writes.transactions,
+            },
+        )
         if self.breaker.is_set():
             report.ended = WorkEnd.BREAKER
         elif self.stop.is_set():
             report.ended = WorkEnd.STOPPED
         else:
-            report.ended = state.ended
+            report.ended = source.ended or WorkEnd.FINISHED
         self._refresh_artifacts(report)
         return report
+
+    def prepare(self, rows: list[ClaimedRow]) -> PreparedBatch:
+        """What a batch's rows need, for all of them at once (`batch_prep.prepare_batch`): the
+        calling license (the preflight's for the first batch), each location they name, the
+        listings their lookups are answered from, and their numbers added in bulk."""
+        if self._locations is None:
+            raise InvariantError("a batch was prepared outside Worker.run()")
+        prepared = prepare_batch(self.rows, self._locations, rows, self._license)
+        self._license = None
+        return prepared
+
+    def work_row(self, row: ClaimedRow, prepared: PreparedBatch) -> Failure | None:
+        """One row's work (see RowRunner.work): None for success, else why it is pending."""
+        return self.rows.work(row, prepared)
+
+    def _can_start(self, batch: _Batch, row: ClaimedRow) -> bool:
+        """Whether a row may start now; else it goes back to `ready`. Not after the breaker
+        tripped; not once asked to stop, unless the batch's preparation already wrote for it
+        (its number was added); not while another worker still provisions its location."""
+        prepared = batch.prepared
+        if self.breaker.is_set() or (self.stop.is_set() and not prepared.in_flight(row)):
+            return False
+        return not prepared.locations[row.user.location_name].busy
+
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.breaker.is_set()
 
     def _preflight(self, report: WorkReport) -> bool:
         """Whether the token, org and base URL work (see `preflight`); if not, say why."""
@@ -189,55 +261,42 @@ class Worker:
         report.breaker_message = checked.failure
         return False
 
-    def _work_batch(
-        self,
-        batch_no: int,
-        rows: list[ClaimedRow],
-        provisioner: LocationProvisioner,
-        report: WorkReport,
-    ) -> None:
+    # --- a batch's life in the pipeline -----------------------------------------------------
+
+    def _open_batch(self, number: int, rows: list[ClaimedRow]) -> _Batch:
+        if self._keeper is not None:
+            self._keeper.hold(rows[0].claim_token)
         started = time.monotonic()
-        batch_id = rows[0].batch_id
         logger.info(
             "batch start",
-            extra={"event": "batch_start", "batch_id": batch_id, "rows": len(rows)},
+            extra={"event": "batch_start", "batch_id": rows[0].batch_id, "rows": len(rows)},
         )
-        batch = prepare_batch(self.rows, provisioner, rows, self._license)
-        self._license = None
-        tally = _BatchTally()
-        unstarted: list[ClaimedRow] = []
-        unstarted_lock = threading.Lock()
+        return _Batch(number, rows, self.prepare(rows), started)
 
-        def work_one(row: ClaimedRow) -> None:
-            location = batch.locations[row.user.location_name]
-            stopping = self.stop.is_set() and not batch.in_flight(row)
-            if stopping or self.breaker.is_set() or location.busy:
-                with unstarted_lock:
-                    unstarted.append(row)
-                return
-            try:
-                failure = self.rows.work(row, batch)
-            except ClaimLostError:  # another worker owns the row now: not ours to count
-                return
-            self._count(tally, failure)
+    def _work_one(self, batch: _Batch, row: ClaimedRow) -> None:
+        try:
+            failure = self.work_row(row, batch.prepared)
+        except ClaimLostError:  # another worker owns the row now: not ours to count
+            return
+        self._count(batch.tally, failure)
 
-        with ThreadPoolExecutor(
-            max_workers=self.settings.LEDGER_CONCURRENCY, thread_name_prefix="row"
-        ) as pool:
-            list(pool.map(work_one, rows))
+    def _close_batch(self, batch: _Batch, unstarted: list[ClaimedRow], report: WorkReport) -> None:
+        tally = batch.tally
         report.released += release_rows(self.ledger, unstarted)
         report.success += tally.success
         report.pending += tally.pending
+        if self._keeper is not None:
+            self._keeper.drop(batch.rows[0].claim_token)
         self._save_stats()
         if self.clock() - self._refreshed_at >= self.settings.LEDGER_REFRESH_S:
             self._refresh_artifacts(report)
-        elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - batch.started_at
         logger.info(
             "batch end",
             extra={
                 "event": "batch_end",
-                "batch_id": batch_id,
-                "rows": len(rows),
+                "batch_id": batch.rows[0].batch_id,
+                "rows": len(batch.rows),
                 "success": tally.success,
                 "pending": tally.pending,
                 "released": len(unstarted),
@@ -245,8 +304,8 @@ class Worker:
             },
         )
         self.progress.batch_finished(
-            batch_no=batch_no,
-            rows=len(rows),
+            batch_no=batch.number,
+            rows=len(batch.rows),
             success=tally.success,
             pending=tally.pending,
             elapsed_s=elapsed,

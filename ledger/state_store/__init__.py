@@ -16,7 +16,8 @@ Which submodule does what:
 
 * `runs` — finding runs, and `begin_run`: an ingested file written as one run, streamed.
 * `claims` — claiming batches of rows and shared entities, releasing, renewing, `retry_rows`.
-* `steps` — the hot path, prebuilt Core statements: `record_steps`, `finish_row`.
+* `steps` — the hot path: `record_steps`, `finish_row`, many threads' writes in one
+  transaction (`ledger.group_commit`), with prebuilt Core statements (`step_statements`).
 * `entities` — a shared entity's progress (`update_entity`) and its JSON; resetting failures.
 * `events` — the one builder of event lines.
 * `stats` — per-worker request counters.

@@ -1,33 +1,33 @@
 """The hot path of a claimed row: recording its steps and finishing it, fenced by its claim.
 
-These run a few statements per step of every row, so they are prebuilt Core statements with
-bound parameters: SQLAlchemy compiles each once, where building ORM statements per call cost
-several milliseconds of CPU per step.
+Every row writes here several times, from as many threads as rows are in flight, and each
+caller returns only once its own write is committed. So the writes go through the ledger's
+group commit (`ledger.group_commit`): those that arrive together share one transaction, in
+which each kind of statement runs once for all of them (`executemany`) as prebuilt Core
+statements (`step_statements`), compiled by SQLAlchemy once:
+
+* the fence of every step write (its claim still holds; its lease pushed out), then one upsert
+  of every outcome, then the finish of every row, checked in the same statement against its
+  claim and, for a success, against the statuses of its required steps (no read first);
+* one insert of every event.
+
+When any fence or finish matches fewer rows than it should (a claim lost, a required step
+missing), the group is rolled back and each write made again alone, the way it always was
+(`_record_steps_alone`, `_finish_row_alone`), so that each caller hears its own
+`ClaimLostError` or `InvariantError` and the others commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import (
-    DateTime,
-    Integer,
-    String,
-    Text,
-    and_,
-    bindparam,
-    case,
-    func,
-    insert,
-    select,
-    update,
-)
 from sqlalchemy.engine import Connection
 
 from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError, ReasonCode
-from ledger.models import Base
 from ledger.records import (
     SUCCESS_STEP_STATUSES,
     ClaimedRow,
@@ -37,67 +37,209 @@ from ledger.records import (
     StepStatus,
     utcnow,
 )
-from ledger.state_store.events import append_events, event
+from ledger.state_store.events import EventValues, append_events, event
+from ledger.state_store.step_statements import (
+    FENCE,
+    FINISH,
+    FINISH_CHECKED,
+    REQUIRED_SLOTS,
+    SELECT_STEP_STATUSES,
+    STEP_INSERT,
+    STEP_UPDATE,
+    STEP_UPSERTS,
+)
 
-ROWS_T = Base.metadata.tables["rows"]
-STEPS_T = Base.metadata.tables["steps"]
-_CLAIM_HOLDS = and_(
-    ROWS_T.c.id == bindparam("b_pk"),
-    ROWS_T.c.claim_token == bindparam("b_token"),
-    ROWS_T.c.status == RowStatus.CLAIMED.value,
-)
-FENCE = (
-    update(ROWS_T)
-    .where(_CLAIM_HOLDS)
-    .values(
-        updated_at=bindparam("b_now", type_=DateTime(timezone=True)),
-        lease_expires_at=func.coalesce(
-            bindparam("b_lease_until", type_=DateTime(timezone=True)), ROWS_T.c.lease_expires_at
-        ),
+
+@dataclass(frozen=True, slots=True)
+class _StepWrite:
+    ledger: Ledger
+    row: ClaimedRow
+    outcomes: tuple[StepOutcome, ...]
+    lease_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _FinishWrite:
+    ledger: Ledger
+    row: ClaimedRow
+    status: RowStatus
+    reason_code: str | None
+    reason_message: str | None
+    reason_step: StepName | None
+    http_status: int | None
+    required: tuple[str, ...]  # distinct, in the order given
+
+
+_Write = _StepWrite | _FinishWrite
+
+
+class _Refused(Exception):
+    """A fence or finish of the group matched nothing: each write is made again alone."""
+
+
+def record_step(
+    ledger: Ledger, row: ClaimedRow, outcome: StepOutcome, *, lease_s: float | None = None
+) -> None:
+    """Record one step's state for a claimed row (fenced), with its event."""
+    record_steps(ledger, row, [outcome], lease_s=lease_s)
+
+
+def record_steps(
+    ledger: Ledger,
+    row: ClaimedRow,
+    outcomes: Sequence[StepOutcome],
+    *,
+    lease_s: float | None = None,
+) -> None:
+    """Record steps' states for a claimed row in one transaction (fenced), with their events.
+
+    Returns once they are committed; raises ClaimLostError when the row's claim is lost.
+    """
+    if not outcomes:
+        return
+    for outcome in outcomes:
+        if outcome.step not in set(StepName):
+            raise InvariantError(f"unknown step {outcome.step!r}")
+    ledger.group.submit(STEP_WRITER, _StepWrite(ledger, row, tuple(outcomes), lease_s))
+
+
+def finish_row(
+    ledger: Ledger,
+    row: ClaimedRow,
+    *,
+    status: RowStatus,
+    reason_code: ReasonCode | None = None,
+    reason_message: str | None = None,
+    reason_step: StepName | None = None,
+    http_status: int | None = None,
+    required_steps: Sequence[StepName] = (),
+) -> None:
+    """Make a claimed row terminal (fenced). Success needs every required step succeeded.
+
+    Returns once it is committed; raises ClaimLostError when the row's claim is lost (whatever
+    else is wrong), InvariantError when a required step has not succeeded.
+    """
+    if status not in (RowStatus.SUCCESS, RowStatus.PENDING):
+        raise InvariantError(f"a worker cannot finish a row as {status!r}")
+    if (status == RowStatus.PENDING) != (reason_code is not None):
+        raise InvariantError("a pending row needs a reason code, and only a pending row")
+    required = dict.fromkeys(str(s) for s in required_steps) if status == RowStatus.SUCCESS else {}
+    write = _FinishWrite(
+        ledger,
+        row,
+        status,
+        None if reason_code is None else str(reason_code),
+        reason_message,
+        reason_step,
+        http_status,
+        tuple(required),
     )
-)
-_STATUS = bindparam("b_status", type_=String)
-_NOW = bindparam("b_now", type_=DateTime(timezone=True))
-# A failure never hides an unknown outcome: whoever works the row next must still look up
-# (and allow for Webex's lag, counted from when the create was sent) before creating again.
-_FAILURE_OVER_STARTED = and_(
-    _STATUS == StepStatus.FAILED.value, STEPS_T.c.status == StepStatus.STARTED.value
-)
-STEP_UPDATE = (
-    update(STEPS_T)
-    .where(STEPS_T.c.row_pk == bindparam("b_pk"), STEPS_T.c.step == bindparam("b_step"))
-    .values(
-        entity_type=bindparam("b_entity_type"),
-        entity_key=bindparam("b_entity_key"),
-        status=case((_FAILURE_OVER_STARTED, STEPS_T.c.status), else_=_STATUS),
-        http_status=bindparam("b_http_status", type_=Integer),
-        remote_id=func.coalesce(bindparam("b_remote_id", type_=Text), STEPS_T.c.remote_id),
-        message=bindparam("b_message", type_=Text),
-        tracking_id=bindparam("b_tracking_id", type_=Text),
-        updated_at=case((_FAILURE_OVER_STARTED, STEPS_T.c.updated_at), else_=_NOW),
-        attempts=STEPS_T.c.attempts + bindparam("b_started", type_=Integer),
+    ledger.group.submit(STEP_WRITER, write)
+
+
+class _StepWriter:
+    """The group commit's writer of step records and finishes (see the module docstring)."""
+
+    def write_many(self, connection: Connection, payloads: Sequence[_Write]) -> None:
+        now = utcnow()
+        steps = [write for write in payloads if isinstance(write, _StepWrite)]
+        finishes = [write for write in payloads if isinstance(write, _FinishWrite)]
+        events: list[EventValues] = []
+        if steps:
+            fenced = _execute_many(connection, FENCE, [_fence_params(w, now) for w in steps])
+            if fenced != len(steps):
+                raise _Refused
+            upsert = STEP_UPSERTS[connection.dialect.name]
+            connection.execute(
+                upsert, [_step_values(w.row, o, now) for w in steps for o in w.outcomes]
+            )
+            events.extend(_step_event(w.row, o, now) for w in steps for o in w.outcomes)
+        if finishes:
+            params = [_finish_params(write, now) for write in finishes]
+            if _execute_many(connection, FINISH_CHECKED, params) != len(finishes):
+                raise _Refused
+            events.extend(_finish_event(write, now) for write in finishes)
+        append_events(connection, events)
+
+    def write_one(self, payload: _Write) -> None:
+        if isinstance(payload, _StepWrite):
+            _record_steps_alone(payload)
+        else:
+            _finish_row_alone(payload)
+
+
+STEP_WRITER = _StepWriter()
+
+
+def _execute_many(connection: Connection, statement: Any, params: list[dict[str, Any]]) -> int:
+    """Run an UPDATE for every parameter set; the rows it matched in all."""
+    if len(params) == 1 or not connection.dialect.supports_sane_multi_rowcount:
+        return sum(int(connection.execute(statement, one).rowcount) for one in params)
+    return int(connection.execute(statement, params).rowcount)
+
+
+def _fence_params(write: _StepWrite, now: datetime) -> dict[str, Any]:
+    lease_s = write.lease_s
+    return {
+        "b_pk": write.row.pk,
+        "b_token": write.row.claim_token,
+        "b_now": now,
+        "b_lease_until": None if lease_s is None else now + timedelta(seconds=lease_s),
+    }
+
+
+def _step_values(row: ClaimedRow, outcome: StepOutcome, now: datetime) -> dict[str, Any]:
+    return {
+        "row_pk": row.pk,
+        "step": outcome.step,
+        "entity_type": outcome.entity_type,
+        "entity_key": outcome.entity_key,
+        "status": outcome.status,
+        "attempts": 1 if outcome.status == StepStatus.STARTED else 0,
+        "http_status": outcome.http_status,
+        "remote_id": outcome.remote_id,
+        "message": outcome.message,
+        "tracking_id": outcome.tracking_id,
+        "updated_at": now,
+    }
+
+
+def _step_event(row: ClaimedRow, outcome: StepOutcome, now: datetime) -> EventValues:
+    detail = {"remote_id": outcome.remote_id, "http_status": outcome.http_status}
+    kind = f"step_{outcome.status}"
+    return event(row.run_id, kind, now, row_pk=row.pk, step=outcome.step, detail=detail)
+
+
+def _finish_params(write: _FinishWrite, now: datetime) -> dict[str, Any]:
+    named: list[str | None] = list(write.required[: len(REQUIRED_SLOTS)])
+    named += [None] * (len(REQUIRED_SLOTS) - len(named))
+    # More names than steps: some name no step, so the finish is refused and made alone,
+    # where the missing ones are named.
+    expected = len(write.required) if len(write.required) <= len(REQUIRED_SLOTS) else -1
+    params: dict[str, Any] = {
+        "b_pk": write.row.pk,
+        "b_token": write.row.claim_token,
+        "b_status": write.status,
+        "b_reason_code": write.reason_code,
+        "b_reason_message": write.reason_message,
+        "b_reason_step": write.reason_step,
+        "b_http_status": write.http_status,
+        "b_now": now,
+        "b_required": expected,
+    }
+    params.update({f"b_required_{index}": name for index, name in enumerate(named)})
+    return params
+
+
+def _finish_event(write: _FinishWrite, now: datetime) -> EventValues:
+    detail = {"reason_code": write.reason_code}
+    row = write.row
+    return event(
+        row.run_id, write.status, now, row_pk=row.pk, step=write.reason_step, detail=detail
     )
-)
-STEP_INSERT = insert(STEPS_T)
-SELECT_STEP_STATUSES = select(STEPS_T.c.step, STEPS_T.c.status).where(
-    STEPS_T.c.row_pk == bindparam("b_pk")
-)
-FINISH = (
-    update(ROWS_T)
-    .where(_CLAIM_HOLDS)
-    .values(
-        status=bindparam("b_status"),
-        reason_code=bindparam("b_reason_code"),
-        reason_message=bindparam("b_reason_message"),
-        reason_step=bindparam("b_reason_step"),
-        http_status=bindparam("b_http_status", type_=Integer),
-        claim_token=None,
-        claimed_by=None,
-        lease_expires_at=None,
-        finished_at=bindparam("b_now", type_=DateTime(timezone=True)),
-        updated_at=bindparam("b_now", type_=DateTime(timezone=True)),
-    )
-)
+
+
+# --- one write alone: the way each write is made when its group could not be -----------------
 
 
 def _fence(connection: Connection, row: ClaimedRow, lease_s: float | None) -> None:
@@ -116,30 +258,12 @@ def _fence(connection: Connection, row: ClaimedRow, lease_s: float | None) -> No
         raise ClaimLostError(f"row {row.row_id}: claim lost to another worker")
 
 
-def record_step(
-    ledger: Ledger, row: ClaimedRow, outcome: StepOutcome, *, lease_s: float | None = None
-) -> None:
-    """Record one step's state for a claimed row (fenced), with its event."""
-    record_steps(ledger, row, [outcome], lease_s=lease_s)
-
-
-def record_steps(
-    ledger: Ledger,
-    row: ClaimedRow,
-    outcomes: Sequence[StepOutcome],
-    *,
-    lease_s: float | None = None,
-) -> None:
-    """Record steps' states for a claimed row in one transaction (fenced), with their events."""
-    if not outcomes:
-        return
-    for outcome in outcomes:
-        if outcome.step not in set(StepName):
-            raise InvariantError(f"unknown step {outcome.step!r}")
+def _record_steps_alone(write: _StepWrite) -> None:
+    row = write.row
     now = utcnow()
-    with ledger.write_connection() as connection:
-        _fence(connection, row, lease_s)
-        for outcome in outcomes:
+    with write.ledger.write_connection() as connection:
+        _fence(connection, row, write.lease_s)
+        for outcome in write.outcomes:
             _upsert_step(connection, row, outcome, now)
 
 
@@ -164,85 +288,39 @@ def _upsert_step(
         },
     )
     if updated.rowcount == 0:
-        connection.execute(
-            STEP_INSERT,
-            {
-                "row_pk": row.pk,
-                "step": outcome.step,
-                "entity_type": outcome.entity_type,
-                "entity_key": outcome.entity_key,
-                "status": outcome.status,
-                "attempts": started,
-                "http_status": outcome.http_status,
-                "remote_id": outcome.remote_id,
-                "message": outcome.message,
-                "tracking_id": outcome.tracking_id,
-                "updated_at": now,
-            },
-        )
-    detail = {"remote_id": outcome.remote_id, "http_status": outcome.http_status}
-    kind = f"step_{outcome.status}"
-    append_events(
-        connection, [event(row.run_id, kind, now, row_pk=row.pk, step=outcome.step, detail=detail)]
-    )
+        connection.execute(STEP_INSERT, _step_values(row, outcome, now))
+    append_events(connection, [_step_event(row, outcome, now)])
 
 
-def finish_row(
-    ledger: Ledger,
-    row: ClaimedRow,
-    *,
-    status: RowStatus,
-    reason_code: ReasonCode | None = None,
-    reason_message: str | None = None,
-    reason_step: StepName | None = None,
-    http_status: int | None = None,
-    required_steps: Sequence[StepName] = (),
-) -> None:
-    """Make a claimed row terminal (fenced). Success needs every required step succeeded."""
-    if status not in (RowStatus.SUCCESS, RowStatus.PENDING):
-        raise InvariantError(f"a worker cannot finish a row as {status!r}")
-    if (status == RowStatus.PENDING) != (reason_code is not None):
-        raise InvariantError("a pending row needs a reason code, and only a pending row")
+def _finish_row_alone(write: _FinishWrite) -> None:
+    row = write.row
     now = utcnow()
-    with ledger.write_connection() as connection:
+    with write.ledger.write_connection() as connection:
         # The claim first: a worker that lost the row must hear that, whatever else is wrong.
         _fence(connection, row, None)
-        if status == RowStatus.SUCCESS:
+        if write.status == RowStatus.SUCCESS:
             done = {
                 step: step_status
                 for step, step_status in connection.execute(SELECT_STEP_STATUSES, {"b_pk": row.pk})
             }
-            missing = [s for s in required_steps if done.get(s) not in SUCCESS_STEP_STATUSES]
+            missing = [s for s in write.required if done.get(s) not in SUCCESS_STEP_STATUSES]
             if missing:
                 raise InvariantError(
                     f"row {row.row_id} would be success without step(s) {', '.join(missing)}"
                 )
-        code = None if reason_code is None else str(reason_code)
         result = connection.execute(
             FINISH,
             {
                 "b_pk": row.pk,
                 "b_token": row.claim_token,
-                "b_status": status,
-                "b_reason_code": code,
-                "b_reason_message": reason_message,
-                "b_reason_step": reason_step,
-                "b_http_status": http_status,
+                "b_status": write.status,
+                "b_reason_code": write.reason_code,
+                "b_reason_message": write.reason_message,
+                "b_reason_step": write.reason_step,
+                "b_http_status": write.http_status,
                 "b_now": now,
             },
         )
         if result.rowcount != 1:
             raise ClaimLostError(f"row {row.row_id}: claim lost to another worker")
-        append_events(
-            connection,
-            [
-                event(
-                    row.run_id,
-                    status,
-                    now,
-                    row_pk=row.pk,
-                    step=reason_step,
-                    detail={"reason_code": code},
-                )
-            ],
-        )
+        append_events(connection, [_finish_event(write, now)])

@@ -1,0 +1,153 @@
+"""Keeping a worker's row threads busy: batches claimed ahead, rows fed to a pool of threads.
+
+`BatchPipeline` claims a batch, has it opened (prepared) and queues its rows for the pool. When
+no more than `prefetch_at` of its rows are left to start, it claims and opens the next one, whose
+rows queue behind them, so the threads go on from one batch to the next instead of idling on a
+batch's tail. At most `BATCHES_HELD` batches are held at once: the next is claimed only once the
+oldest is done. A batch is closed, on this (the calling) thread, once its last row is done.
+
+The pool has more threads than request slots (`slots`): a row is worked holding a slot, and a
+row sleeping in a backoff gives it to another meanwhile (see `ledger.slots`). A row whose turn
+comes while work is stopping, or that its batch says cannot start, is set aside unstarted and
+handed to `close_batch`, which gives it back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ledger.batch_iterator import BatchSource
+from ledger.records import ClaimedRow
+from ledger.slots import RequestSlots
+
+B = TypeVar("B")
+
+BATCHES_HELD = 2
+# How often the loop looks at `stopping` while it waits for rows (a signal sets it).
+STOP_POLL_S = 0.5
+
+
+@dataclass
+class _InFlight(Generic[B]):
+    """A batch in the pipeline; the counts are guarded by the pipeline's condition."""
+
+    batch: B
+    rows: list[ClaimedRow]
+    to_start: int
+    to_finish: int
+    unstarted: list[ClaimedRow] = field(default_factory=list)
+    futures: list[Future[None]] = field(default_factory=list)
+
+
+class BatchPipeline(Generic[B]):
+    """Runs batches from `source` through a pool of `threads` row threads (see the module
+    docstring). The worker says what a batch and a row mean:
+
+    open_batch(number, rows) -> B   claimed: hold it, prepare what its rows need (this thread)
+    can_start(batch, row)           whether the row may be worked now, stopping or not
+                                    (else it is set aside)
+    work(batch, row)                work one row (a row thread, holding a request slot)
+    close_batch(batch, unstarted)   last row done: give `unstarted` back, report (this thread)
+    """
+
+    def __init__(
+        self,
+        source: BatchSource,
+        *,
+        slots: RequestSlots,
+        threads: int,
+        prefetch_at: int,
+        stopping: Callable[[], bool],
+        open_batch: Callable[[int, list[ClaimedRow]], B],
+        can_start: Callable[[B, ClaimedRow], bool],
+        work: Callable[[B, ClaimedRow], None],
+        close_batch: Callable[[B, list[ClaimedRow]], None],
+    ) -> None:
+        self._source = source
+        self._slots = slots
+        self._threads = threads
+        self._prefetch_at = prefetch_at
+        self._stopping = stopping
+        self._open = open_batch
+        self._can_start = can_start
+        self._work = work
+        self._close = close_batch
+        self._changed = threading.Condition()
+        self._changes = 0
+
+    def run(self) -> None:
+        """Until the source ends or `stopping()`, and every batch taken is closed."""
+        with ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="row") as pool:
+            self._loop(pool)
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        source = self._source
+        active: list[_InFlight[B]] = []
+        # After an empty claim while batches ran: ask again only once one of them is done.
+        claim_after_close = False
+        # Bounded: every turn claims a batch (at most the source's ceiling), closes one (as
+        # many), or waits for a row of an active batch to start or finish.
+        while True:
+            with self._changed:
+                seen = self._changes
+                done = [flight for flight in active if flight.to_finish == 0]
+                room = len(active) < BATCHES_HELD and (
+                    not active or active[-1].to_start <= self._prefetch_at
+                )
+            for flight in done:
+                active.remove(flight)
+                for future in flight.futures:
+                    future.result()  # a row's unexpected error ends `work`, as it always did
+                self._close(flight.batch, flight.unstarted)
+                claim_after_close = False
+            if done:
+                continue
+            if room and not claim_after_close and not self._stopping():
+                rows = source.claim(working=bool(active))
+                if rows is not None:
+                    active.append(self._start(pool, source.batches, rows))
+                    continue
+                claim_after_close = bool(active)
+            if not active and (source.ended is not None or self._stopping()):
+                return
+            self._wait_for_change(seen)
+
+    def _wait_for_change(self, seen: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._changes != seen, STOP_POLL_S)
+
+    def _start(self, pool: ThreadPoolExecutor, number: int, rows: list[ClaimedRow]) -> _InFlight[B]:
+        flight = _InFlight(self._open(number, rows), rows, len(rows), len(rows))
+        flight.futures = [pool.submit(self._run_row, flight, row) for row in rows]
+        return flight
+
+    def _run_row(self, flight: _InFlight[B], row: ClaimedRow) -> None:
+        try:
+            with self._slots.held():
+                startable = self._can_start(flight.batch, row)
+                self._note(flight, started=True)
+                if not startable:
+                    with self._changed:
+                        flight.unstarted.append(row)
+                    return
+                self._work(flight.batch, row)
+        finally:
+            self._note(flight, finished=True)
+
+    def _note(self, flight: _InFlight[B], *, started: bool = False, finished: bool = False) -> None:
+        """Count a row started or finished; wake the loop when that matters to it."""
+        with self._changed:
+            if started:
+                flight.to_start -= 1
+                if flight.to_start != self._prefetch_at:
+                    return
+            if finished:
+                flight.to_finish -= 1
+                if flight.to_finish != 0:
+                    return
+            self._changes += 1
+            self._changed.notify_all()
