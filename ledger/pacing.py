@@ -21,7 +21,7 @@ each answer went (`on_throttled`, `on_accepted`):
     only what it holds). Otherwise the requests accepted over the last second measure it; if
     that read high (a bucket lets a burst through), the cut that soon follows corrects it.
     The rate becomes 0.97 times the measure: never above the rate refused, never below half
-    the rate sent in one step. Threads refused together cut once: a 429 to a request reserved
+    the pace in one step. Threads refused together cut once: a 429 to a request reserved
     before the latest cut, or within a second of it, is ignored, and a slot reserved before a
     cut is given up and taken again at the new rate.
   - *The probe.* Then the rate follows a cubic curve of the seconds spent with requests
@@ -219,10 +219,7 @@ class AdaptiveRateLimiter:
                 return None
             if now - self._cut_at < self._window_s:
                 return None
-            # Never below half the rate requests were sent at in one step: idle time in the
-            # measure must not crash the rate (a steep fall of the limit takes a few cuts).
-            floor = 0.5 * self._per_second(self._started, now, self._window_s)
-            return self._cut(now, max(floor, self._estimate(now)))
+            return self._cut(now, self._measured(now))
 
     def on_throttled_elsewhere(self, rate: float) -> float | None:
         """Another client sharing the limit was refused while this one's share was `rate`.
@@ -243,6 +240,17 @@ class AdaptiveRateLimiter:
             offset = self._busy_s - self._plateau_s
             rate = self._ceiling * (1.0 + self._growth * offset**3)
         return min(self._max_rate, max(self._min_rate, rate))
+
+    def _measured(self, now: float) -> float:
+        """The ceiling a cut now sets: the measure, never above the rate that was refused."""
+        # Never below half the pace, or half the rate requests were sent at, in one step: a
+        # measure that reads low (idle time in it, a bucket smaller than `bucket_s`) must not
+        # crash the rate for the half minute the probe takes to climb back; a steep fall of
+        # the limit takes a few cuts. A slow-start pace is no rate sent, so only the latter.
+        current = self._current()
+        sent = self._per_second(self._started, now, self._window_s)
+        floor = 0.5 * (sent if self._ceiling is None else max(sent, current))
+        return min(current, max(floor, self._estimate(now)))
 
     def _estimate(self, now: float) -> float:
         """The limit, measured from the requests Webex accepted just before this 429."""
