@@ -30,7 +30,9 @@ each answer went (`on_throttled`, `on_accepted`):
     did not is crossed about once a minute, for a few 429s and one or two cuts.
   - This holds the limit within a few percent when the bucket holds half a second's worth or
     more; with less, each pause costs throughput and the measure reads low.
-  - `on_throttled_elsewhere(rate)` cuts on news of a 429 from another client sharing the limit.
+  - Other processes sharing the limit (`ledger.rate_sharing`, through `Throttle.sharing`)
+    report their 429s, which cut as one's own do (`on_throttled_elsewhere`), and their comings
+    and goings, which change this process's share of the limit (`set_share`).
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
   class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
   with the count of token refreshes, as a frozen `ClientStats`, stored per batch by the executor
@@ -46,7 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Final
+from typing import Final, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -221,17 +223,36 @@ class AdaptiveRateLimiter:
                 return None
             return self._cut(now, self._measured(now))
 
-    def on_throttled_elsewhere(self, rate: float) -> float | None:
+    def on_throttled_elsewhere(self, rate: float | None = None) -> float | None:
         """Another client sharing the limit was refused while this one's share was `rate`.
 
-        Cuts to just under `rate` (or the current rate, if lower), at most once per `window_s`
-        like a 429 of our own; None if it adds nothing.
+        Cuts to just under `rate` (or the current rate, if lower and learnt), or without
+        `rate` to just under what this client's own measure says, as after a 429 of its own;
+        at most once per `window_s` like a 429 of its own; None if it adds nothing.
         """
         with self._lock:
             now = self._clock()
             if now - self._cut_at < self._window_s:
                 return None
-            return self._cut(now, rate)
+            if rate is None:
+                return self._cut(now, self._measured(now))
+            # A slow-start rate says nothing about the limit; a learnt one does.
+            return self._cut(now, rate if self._ceiling is None else min(self._current(), rate))
+
+    def set_share(self, rate: float) -> float:
+        """Pace at `rate` from now on, then probe above it as after a cut; returns the rate.
+
+        For a limit shared with other processes: this process's share of it changed (one
+        started or stopped), or is known before any 429 of its own. What it was accepted at
+        its former share no longer measures the limit: the next cut measures the last
+        `window_s` seconds.
+        """
+        with self._lock:
+            self._cut_at = -math.inf
+            self._ceiling = min(self._max_rate, max(self._min_rate, rate))
+            self._busy_s = self._plateau_s  # on the flat part of the curve, at `rate`
+            self._reported = self._ceiling
+            return self._current()
 
     def _current(self) -> float:
         if self._ceiling is None:
@@ -275,8 +296,7 @@ class AdaptiveRateLimiter:
         span = min(window, max(now - first, 0.25 * self._window_s))
         return meter.count_since(now - span) / span
 
-    def _cut(self, now: float, estimate: float) -> float:
-        ceiling = min(self._current(), estimate)  # never above the rate that was refused
+    def _cut(self, now: float, ceiling: float) -> float:
         self._ceiling = min(self._max_rate, max(self._min_rate, ceiling))
         self._cut_at = now
         self._cuts += 1
@@ -286,6 +306,16 @@ class AdaptiveRateLimiter:
         rate = self._current()
         self._next_slot = min(self._next_slot, now + 1.0 / rate)
         return rate
+
+
+class SharedPace(Protocol):
+    """The limiter's rate shared with other processes (`ledger.rate_sharing`)."""
+
+    def maybe_sync(self) -> None:
+        """Trade news with the other processes if it is time to (cheap when it is not)."""
+
+    def on_cut(self) -> None:
+        """This process's limiter was just cut after a 429 of its own."""
 
 
 class Throttle:
@@ -305,6 +335,7 @@ class Throttle:
         self._max_rounds = max_rounds
         self._lock = threading.Lock()
         self._not_before = -math.inf
+        self.sharing: SharedPace | None = None
 
     def pause_all(self, seconds: float) -> None:
         """No thread starts a request for `seconds` (extends, never shortens, a pause)."""
@@ -320,6 +351,9 @@ class Throttle:
         waited = 0.0
         # Each round sleeps a capped pause; a pause extended forever still ends after the bound.
         for _ in range(self._max_rounds):
+            sharing = self.sharing
+            if sharing is not None:
+                sharing.maybe_sync()
             pause = self.paused_for()
             if pause > 0:
                 self._sleep(pause)
@@ -354,6 +388,8 @@ class Throttle:
                     "lowered the request rate after HTTP 429",
                     extra={"event": "rate_limit_lowered", "rate_per_s": round(rate, 2)},
                 )
+                if self.sharing is not None:
+                    self.sharing.on_cut()
 
     def on_accepted(self) -> None:
         """After an answer on its merits (not 429, 423 or 5xx): the rate may rise."""
