@@ -67,6 +67,7 @@ from ledger.pacing import (
     RequestCounters,
     Throttle,
 )
+from ledger.rate_sharing import RateExchange, SharedRateLimit
 from ledger.responses import (
     MESSAGE_LIMIT,
     JsonObject,
@@ -174,6 +175,7 @@ class WebexClient:
         self._settings = settings
         self._base_url = base_url
         self._sleep = sleep
+        self._clock = clock
         self._wall_clock = wall_clock
         self._rng = rng if rng is not None else random.Random()
         connections = max_connections or settings.LEDGER_CONCURRENCY
@@ -217,6 +219,14 @@ class WebexClient:
     @property
     def rate_limiter(self) -> AdaptiveRateLimiter | None:
         return self._throttle.limiter
+
+    def share_rate_limit(self, exchange: RateExchange, worker_id: str) -> None:
+        """Pace with the other processes `exchange` reaches (`ledger.rate_sharing`)."""
+        limiter = self._throttle.limiter
+        if limiter is not None:
+            self._throttle.sharing = SharedRateLimit(
+                limiter, exchange, worker_id, clock=self._clock, wall_clock=self._wall_clock
+            )
 
     def stats(self) -> ClientStats:
         limiter = self._throttle.limiter

@@ -10,12 +10,20 @@ or through one SQLite ledger, the way `work` processes do.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from ledger.database import Ledger, open_ledger
+from ledger.models import RateShareRecord
 from ledger.pacing import AdaptiveRateLimiter
 from ledger.rate_sharing import RateShare, SharedRateLimit
+from ledger.simulator import FaultConfig
+from ledger.state_store import exchange_rate_shares, rate_exchange
 from tests.support.clock import WALL_START, FakeTime
+from tests.support.people import person
 from tests.support.rate_model import (
     MemoryExchange,
     ModelProcess,
@@ -25,6 +33,9 @@ from tests.support.rate_model import (
     run_processes,
     shared_throttle,
 )
+from tests.support.work import BASE_URL, Jobs
+
+SCOPE = "https://webexapis.com/v1"
 
 
 def three_processes(
@@ -169,3 +180,86 @@ def test_the_reports_are_traded_about_once_a_second_not_per_request() -> None:
     )
     assert sum(result.accepted) > 2500
     assert board.trades <= 30 + 10  # once a second, and at once after each of its own cuts
+
+
+# --- through the ledger ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_ledgers(tmp_path: Path) -> Iterator[list[Ledger]]:
+    """One SQLite ledger opened by three "processes", each with engines of its own."""
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    opened = [open_ledger(url) for _ in range(3)]
+    yield opened
+    for ledger in opened:
+        ledger.dispose()
+
+
+def test_processes_share_the_limit_through_one_sqlite_ledger(three_ledgers: list[Ledger]) -> None:
+    throttles = [
+        shared_throttle(rate_exchange(ledger, SCOPE), f"worker-{n}")
+        for n, ledger in enumerate(three_ledgers)
+    ]
+    result = three_processes(throttles, stops=(20.0, 20.0, math.inf), seconds=50)
+    assert result.accepted_share() >= 0.9
+    assert result.throttled_share() <= 0.03
+    assert result.accepted_share(25, 50) >= 0.95  # fails without the ledger's reports
+    with three_ledgers[0].read() as session:
+        workers = session.scalars(
+            select(RateShareRecord.worker_id).where(RateShareRecord.scope == SCOPE)
+        ).all()
+    assert sorted(workers) == ["worker-0", "worker-1", "worker-2"]
+
+
+def check_reports_are_traded(ledger: Ledger) -> None:
+    now = WALL_START
+    mine = RateShare("worker-1", now, 30.0, 90.0, now - 5.0)
+    assert exchange_rate_shares(ledger, SCOPE, mine) == [mine]
+    other = RateShare("worker-2", now + 0.5, None, None, None)
+    assert sorted(exchange_rate_shares(ledger, SCOPE, other), key=str) == [mine, other]
+    elsewhere = RateShare("worker-1", now + 0.7, 10.0, None, None)
+    assert exchange_rate_shares(ledger, "https://other.test/v1", elsewhere) == [elsewhere]
+    # Reports unseen for ten minutes are forgotten.
+    later = RateShare("worker-2", now + 601.0, 50.0, 50.0, None)
+    assert exchange_rate_shares(ledger, SCOPE, later) == [later]
+
+
+def test_reports_are_traded_through_sqlite(three_ledgers: list[Ledger]) -> None:
+    check_reports_are_traded(three_ledgers[0])
+
+
+@pytest.mark.postgres
+def test_reports_are_traded_through_postgres(postgres_ledger_url: str) -> None:
+    ledger = open_ledger(postgres_ledger_url)
+    try:
+        check_reports_are_traded(ledger)
+    finally:
+        ledger.dispose()
+
+
+def test_a_failing_ledger_leaves_each_process_on_its_own(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path}/ledger.db")
+    exchange = rate_exchange(ledger, SCOPE)
+    ledger.dispose()
+    (tmp_path / "ledger.db").unlink()
+    (tmp_path / "ledger.db").mkdir()  # the file is gone: nothing can open it now
+    assert exchange(RateShare("worker-1", WALL_START, None, None, None)) is None
+
+
+def test_work_reports_its_pace_in_the_ledger(jobs: Jobs) -> None:
+    job = jobs.start(
+        [person(n) for n in range(1, 31)], faults=FaultConfig(rate_limit_rps=20, rate_limit_burst=5)
+    )
+    job.work(worker_id="worker-7")
+    with job.ledger.read() as session:
+        scope, worker_id, rate, throttled_at = session.execute(
+            select(
+                RateShareRecord.scope,
+                RateShareRecord.worker_id,
+                RateShareRecord.rate_per_s,
+                RateShareRecord.throttled_at,
+            )
+        ).one()
+    assert (scope, worker_id) == (BASE_URL, "worker-7")
+    assert throttled_at is not None  # it was refused, and told the others
+    assert rate is not None and 5.0 <= rate <= 40.0
