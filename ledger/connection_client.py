@@ -214,6 +214,8 @@ class WebexClient:
         self.close()
 
     def close(self) -> None:
+        if self._throttle.sharing is not None:
+            self._throttle.sharing.leave()  # the other processes take this one's share now
         self._http.close()
 
     @property

@@ -31,8 +31,9 @@ each answer went (`on_throttled`, `on_accepted`):
   - This holds the limit within a few percent when the bucket holds half a second's worth or
     more; with less, each pause costs throughput and the measure reads low.
   - Other processes sharing the limit (`ledger.rate_sharing`, through `Throttle.sharing`)
-    report their 429s, which cut as one's own do (`on_throttled_elsewhere`), and their comings
-    and goings, which change this process's share of the limit (`set_share`).
+    report their 429s, which cut this one just under its pace and restart its probe in step
+    with theirs (`on_throttled_elsewhere`), and their comings and goings, which change its
+    share of the limit (`set_share`).
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
   class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
   with the count of token refreshes, as a frozen `ClientStats`, stored per batch by the executor
@@ -223,21 +224,17 @@ class AdaptiveRateLimiter:
                 return None
             return self._cut(now, self._measured(now))
 
-    def on_throttled_elsewhere(self, rate: float | None = None) -> float | None:
+    def on_throttled_elsewhere(self, rate: float) -> float | None:
         """Another client sharing the limit was refused while this one's share was `rate`.
 
-        Cuts to just under `rate` (or the current rate, if lower and learnt), or without
-        `rate` to just under what this client's own measure says, as after a 429 of its own;
-        at most once per `window_s` like a 429 of its own; None if it adds nothing.
+        Cuts to just under `rate` (or the current rate, if lower), at most once per `window_s`
+        like a 429 of our own; None if it adds nothing.
         """
         with self._lock:
             now = self._clock()
             if now - self._cut_at < self._window_s:
                 return None
-            if rate is None:
-                return self._cut(now, self._measured(now))
-            # A slow-start rate says nothing about the limit; a learnt one does.
-            return self._cut(now, rate if self._ceiling is None else min(self._current(), rate))
+            return self._cut(now, min(self._current(), rate))
 
     def set_share(self, rate: float) -> float:
         """Pace at `rate` from now on, then probe above it as after a cut; returns the rate.
@@ -316,6 +313,9 @@ class SharedPace(Protocol):
 
     def on_cut(self) -> None:
         """This process's limiter was just cut after a 429 of its own."""
+
+    def leave(self) -> None:
+        """This process stops sending requests."""
 
 
 class Throttle:

@@ -7,10 +7,11 @@ other processes through the ledger (`ledger.state_store.rate`): its pace, the li
 the processes together as it last knew it, and when it last cut after a 429 of its own.
 Processes whose latest report is at most `live_s` seconds old are live. From the reports:
 
-* **A 429 seen by one lowers the others.** A process that hears of a cut elsewhere newer
-  than `window_s` after the latest it knows of cuts too, to what its own measure says, as if
-  refused itself: a bucket that runs dry refuses every process, and those it did not refuse
-  yet are about to be. Cuts within `window_s` of each other are one burst, counted once.
+* **A 429 seen by one lowers the others.** A process that hears of a cut elsewhere (within
+  `news_s`, and newer than `window_s` after the latest it knows of) cuts just under its pace
+  and restarts its probe in step with the refused one: no process probes on into a limit the
+  others just found. Cuts within `window_s` of each other are one burst: a bucket that runs
+  dry refuses every process, and each cuts once, on its own 429.
 * **The paces add up to the limit, and stay so as processes come and go.** A process that
   starts while others run takes its share of their paces at once (their sum ÷ the live
   processes) instead of slow-starting into the limit, and the others give it up; a lone
@@ -71,7 +72,8 @@ class SharedRateLimit:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         interval_s: float = 1.0,
-        live_s: float = 3.0,
+        live_s: float = 10.0,
+        news_s: float = 3.0,
         memory_s: float = REPORTS_KEPT_S,
         window_s: float = 1.0,
     ) -> None:
@@ -82,6 +84,7 @@ class SharedRateLimit:
         self._wall_clock = wall_clock
         self._interval_s = interval_s
         self._live_s = live_s
+        self._news_s = news_s
         self._memory_s = memory_s
         self._window_s = window_s
         self._syncing = threading.Lock()  # one thread trades the reports at a time
@@ -115,6 +118,18 @@ class SharedRateLimit:
         finally:
             self._syncing.release()
 
+    def leave(self) -> None:
+        """This process stops sending: the others take its share at their next trade."""
+        with self._syncing:
+            with self._lock:
+                # Dated back past `live_s`: counted gone at once, its limit still on record.
+                gone_at = self._wall_clock() - self._live_s - 1.0
+                mine = RateShare(
+                    self._worker_id, gone_at, self._limiter.rate, self._limit, self._throttled_at
+                )
+                self._traded_at = -math.inf  # should it send again, it starts as a newcomer
+            self._exchange(mine)
+
     def on_cut(self) -> None:
         with self._lock:
             self._throttled_at = self._heard_at = self._wall_clock()
@@ -127,50 +142,60 @@ class SharedRateLimit:
         before, self._live = self._live, live
         rejoined = now - self._traded_at > self._live_s  # the others may have counted it gone
         self._traded_at = now
-        cuts = [r.throttled_at for r in others if r.throttled_at is not None]
-        latest_cut = max(cuts, default=-math.inf)
-        if latest_cut > self._heard_at + self._window_s:
-            self._heard_at = latest_cut
-            # Only a process that was sending when the others were refused has its own measure.
-            if now - latest_cut <= self._live_s and not rejoined:
-                self._cut()
+        processes = 1 + len(live)
         paces = [report.rate_per_s for report in live.values()]
-        others_pace = sum(rate for rate in paces if rate is not None)
+        others_pace = sum(pace for pace in paces if pace is not None)
         known = None not in paces
+        latest_cut = max((r.throttled_at for r in others if r.throttled_at), default=-math.inf)
+        news = latest_cut > self._heard_at + self._window_s and now - latest_cut <= self._news_s
+        self._heard_at = max(self._heard_at, latest_cut)
         rate = self._limiter.rate
+        if rate is None or rejoined:
+            # A newcomer: the others give up as much as it takes. Not cut by news: a slow
+            # start finds the limit soon enough by itself.
+            if live and known and others_pace > 0:
+                rate = self._set(others_pace / processes, processes)
+            elif not live and rate is None:
+                rate = self._start_at_known_limit(others, now)
+        else:
+            # The others that stopped leave their paces to split; the ones that started take
+            # their shares, each process giving up as much.
+            given_up = sum(before[gone].rate_per_s or 0.0 for gone in before.keys() - live.keys())
+            started = len(live.keys() - before.keys())
+            share = (rate + given_up / (processes - started)) * (processes - started) / processes
+            if abs(share - rate) > 0.01 * rate:
+                rate = self._set(share, processes)
+            if news:
+                rate = self._cut(rate)
         if rate is not None and known:
             self._limit = rate + others_pace
-        processes = 1 + len(live)
-        if rate is None or rejoined:
-            if live and known and others_pace > 0:
-                self._set(others_pace / processes, processes)  # the others give up as much
-            elif not live and rate is None:
-                self._start_at_known_limit(others, now)
-            return
-        # The others that stopped leave their paces to split; the ones that started take
-        # their shares, each process giving up as much.
-        given_up = sum(before[gone].rate_per_s or 0.0 for gone in before.keys() - live.keys())
-        started = len(live.keys() - before.keys())
-        share = (rate + given_up / (processes - started)) * (processes - started) / processes
-        if abs(share - rate) > 0.01 * rate:
-            self._set(share, processes)
 
-    def _start_at_known_limit(self, others: Sequence[RateShare], now: float) -> None:
+    def _start_at_known_limit(self, others: Sequence[RateShare], now: float) -> float | None:
         """Alone and slow-starting: start at the limit the latest process here knew."""
         recent = [r for r in others if r.limit_per_s is not None]
         latest = max(recent, key=lambda report: report.seen_at, default=None)
-        if latest is not None and latest.limit_per_s and now - latest.seen_at <= self._memory_s:
-            self._set(latest.limit_per_s, 1)
+        if latest is None or not latest.limit_per_s or now - latest.seen_at > self._memory_s:
+            return None
+        return self._set(latest.limit_per_s, 1)
 
-    def _cut(self) -> None:
-        rate = self._limiter.on_throttled_elsewhere()
-        if rate is not None:
-            logger.warning(
-                "lowered the request rate after HTTP 429 to another process",
-                extra={"event": "rate_limit_lowered_elsewhere", "rate_per_s": round(rate, 2)},
-            )
+    def _cut(self, rate: float) -> float:
+        """Just under this process's pace, and its probe restarted in step with the others'.
 
-    def _set(self, share: float, processes: int) -> None:
+        Not to its own measure: a process that used less than its pace (short of rows or of
+        CPU) would measure its use and lose the pace it holds; one that used it all, like
+        those the bucket refused too, cuts on its own 429s. Nor to the processes' mean pace:
+        where their demands differ, that takes from the busy what the idle cannot use.
+        """
+        lowered = self._limiter.on_throttled_elsewhere(rate)
+        if lowered is None:
+            return rate
+        logger.warning(
+            "lowered the request rate after HTTP 429 to another process",
+            extra={"event": "rate_limit_lowered_elsewhere", "rate_per_s": round(lowered, 2)},
+        )
+        return lowered
+
+    def _set(self, share: float, processes: int) -> float:
         rate = self._limiter.set_share(share)
         logger.info(
             "paced at this process's share of the rate limit",
@@ -180,3 +205,4 @@ class SharedRateLimit:
                 "processes": processes,
             },
         )
+        return rate

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from ledger.database import Ledger, open_ledger
 from ledger.models import RateShareRecord
 from ledger.pacing import AdaptiveRateLimiter
 from ledger.rate_sharing import RateShare, SharedRateLimit
+from ledger.records import as_utc
 from ledger.simulator import FaultConfig
 from ledger.state_store import exchange_rate_shares, rate_exchange
 from tests.support.clock import WALL_START, FakeTime
@@ -44,10 +46,15 @@ def three_processes(
     starts: tuple[float, float, float] = (0.0, 0.0, 0.0),
     stops: tuple[float, float, float] = (math.inf, math.inf, math.inf),
     seconds: int = 60,
+    leave: bool = True,
 ) -> ModelResult:
-    """Three processes of 32 threads against a limit of 100/s (a bucket of one second)."""
+    """Three processes of 32 threads against a limit of 100/s (a bucket of one second).
+
+    A process that stops leaves as `work` does (its client closed), unless `leave=False`:
+    then it dies, as a killed process does.
+    """
     processes = [
-        ModelProcess(32, throttle, start, stop)
+        ModelProcess(32, throttle, start, stop, leaves=leave)
         for throttle, start, stop in zip(throttles, starts, stops, strict=True)
     ]
     return run_processes(limit=100, processes=processes, seconds=seconds)
@@ -73,6 +80,13 @@ def test_when_processes_stop_the_one_left_takes_their_shares_at_once() -> None:
     result = three_processes(sharing(), stops=(20.0, 20.0, math.inf), seconds=50)
     # Its two peers' reports go stale within seconds: it paces at the whole limit from then.
     assert result.accepted_share(25, 50) >= 0.95
+    assert result.throttled_share() <= 0.01
+
+
+def test_when_processes_die_the_one_left_takes_their_shares_once_their_reports_are_stale() -> None:
+    result = three_processes(sharing(), stops=(20.0, 20.0, math.inf), seconds=60, leave=False)
+    assert result.accepted_share(20, 30) < 0.75  # ten seconds before they count as gone
+    assert result.accepted_share(35, 60) >= 0.95
     assert result.throttled_share() <= 0.01
 
 
@@ -250,16 +264,26 @@ def test_work_reports_its_pace_in_the_ledger(jobs: Jobs) -> None:
     job = jobs.start(
         [person(n) for n in range(1, 31)], faults=FaultConfig(rate_limit_rps=20, rate_limit_burst=5)
     )
-    job.work(worker_id="worker-7")
-    with job.ledger.read() as session:
-        scope, worker_id, rate, throttled_at = session.execute(
-            select(
-                RateShareRecord.scope,
-                RateShareRecord.worker_id,
-                RateShareRecord.rate_per_s,
-                RateShareRecord.throttled_at,
-            )
-        ).one()
+    worker = job.worker(worker_id="worker-7")
+    worker.run()
+
+    def report() -> tuple[str, str, float | None, datetime, datetime | None]:
+        with job.ledger.read() as session:
+            found = session.execute(
+                select(
+                    RateShareRecord.scope,
+                    RateShareRecord.worker_id,
+                    RateShareRecord.rate_per_s,
+                    RateShareRecord.seen_at,
+                    RateShareRecord.throttled_at,
+                )
+            ).one()
+        return found.scope, found.worker_id, found.rate_per_s, found.seen_at, found.throttled_at
+
+    scope, worker_id, rate, seen_at, throttled_at = report()
     assert (scope, worker_id) == (BASE_URL, "worker-7")
     assert throttled_at is not None  # it was refused, and told the others
     assert rate is not None and 5.0 <= rate <= 40.0
+    worker.client.close()
+    # Closed, it leaves: its report is dated back so that the others count it gone at once.
+    assert as_utc(report()[3]) < as_utc(seen_at) - timedelta(seconds=10)

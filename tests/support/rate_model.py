@@ -266,6 +266,7 @@ class ModelProcess:
     throttle: ThrottleFactory = client_throttle
     start_s: float = 0.0
     stop_s: float = math.inf
+    leaves: bool = True  # at `stop_s` it tells the others sharing its limit, or it just dies
 
 
 def run_processes(
@@ -321,6 +322,8 @@ def run_processes(
                 result.throttled[second] += 1
                 gate.on_throttled(429, RETRY_AFTER_S, no_fields)
                 scheduler.sleep(RETRY_AFTER_S)  # the client's retry waits out Retry-After too
+        if index == 0 and spec.leaves and isinstance(gate, Throttle) and gate.sharing is not None:
+            gate.sharing.leave()  # as `WebexClient.close()` does
 
     workers = [
         functools.partial(worker, process, index)
