@@ -16,9 +16,10 @@ Processes whose latest report is at most `live_s` seconds old are live. From the
   starts while others run takes its share of their paces at once (their sum ÷ the live
   processes) instead of slow-starting into the limit, and the others give it up; a lone
   process that finds the limit learnt in the last `memory_s` seconds starts at it. When one
-  stops (its reports go stale), the others split its pace at once instead of probing for it
-  for half a minute. A process whose own reports went stale (a long pause, a busy ledger)
-  takes its share again as if it had just started.
+  stops (its client closes), it says so and the others split its pace at once instead of
+  probing for it for half a minute; one killed counts as gone once its latest report is
+  `live_s` old. A process whose own reports went stale (a long pause, a ledger locked for
+  long) takes its share again as if it had just started.
 
 Sharing is best effort: when the ledger cannot be reached, each process paces on its own, as a
 lone process does, until the next report goes through. Reports are timed by each host's wall
