@@ -69,6 +69,7 @@ from ledger.pacing import (
     RequestCounters,
     Throttle,
 )
+from ledger.rate_sharing import RateExchange, SharedRateLimit
 from ledger.responses import (
     MESSAGE_LIMIT,
     JsonObject,
@@ -177,6 +178,7 @@ class WebexClient:
         self._settings = settings
         self._base_url = base_url
         self._sleep = sleep
+        self._clock = clock
         self._wall_clock = wall_clock
         self._rng = rng if rng is not None else random.Random()
         connections = max_connections or settings.LEDGER_CONCURRENCY
@@ -216,11 +218,21 @@ class WebexClient:
         self.close()
 
     def close(self) -> None:
+        if self._throttle.sharing is not None:
+            self._throttle.sharing.leave()  # the other processes take this one's share now
         self._http.close()
 
     @property
     def rate_limiter(self) -> AdaptiveRateLimiter | None:
         return self._throttle.limiter
+
+    def share_rate_limit(self, exchange: RateExchange, worker_id: str) -> None:
+        """Pace with the other processes `exchange` reaches (`ledger.rate_sharing`)."""
+        limiter = self._throttle.limiter
+        if limiter is not None:
+            self._throttle.sharing = SharedRateLimit(
+                limiter, exchange, worker_id, clock=self._clock, wall_clock=self._wall_clock
+            )
 
     def stats(self) -> ClientStats:
         limiter = self._throttle.limiter

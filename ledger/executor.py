@@ -47,6 +47,7 @@ from ledger.records import ClaimedRow, Failure, RowStatus, RunInfo, WorkEnd
 from ledger.reports import outcome_counts, snapshot
 from ledger.row_runner import LicenseLookup, RowRunner
 from ledger.state_store import (
+    rate_exchange,
     release_rows,
     reset_failed_entities,
     run_is_finished,
@@ -131,6 +132,8 @@ class Worker:
         self.progress = progress
         self.out_dir = out_dir
         self.worker_id = worker_id or default_worker_id()
+        # Other `work` processes of this ledger share the org's rate limit with this one.
+        client.share_rate_limit(rate_exchange(ledger, settings.WEBEX_BASE_URL), self.worker_id)
         self.stop = stop or threading.Event()
         self.sleep = sleep
         self.clock = clock

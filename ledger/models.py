@@ -262,3 +262,26 @@ class PlanLine(Base):
     after: Mapped[str | None] = mapped_column(Text)
     reason_code: Mapped[str | None] = mapped_column(String(40))
     message: Mapped[str | None] = mapped_column(Text)
+
+
+class RateShareRecord(Base):
+    """One `work` process's latest report on the rate limit it shares with the others.
+
+    One row per Webex base URL (`scope`) and worker, rewritten about once a second while the
+    worker sends requests (see `ledger.rate_sharing`); rows unseen for long are deleted.
+    """
+
+    __tablename__ = "rate_shares"
+    __table_args__ = (
+        UniqueConstraint("scope", "worker_id"),
+        CheckConstraint("rate_per_s IS NULL OR rate_per_s > 0", "rate_per_s"),
+        CheckConstraint("limit_per_s IS NULL OR limit_per_s > 0", "limit_per_s"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(Text)
+    worker_id: Mapped[str] = mapped_column(String(200))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rate_per_s: Mapped[float | None] = mapped_column(Float)
+    limit_per_s: Mapped[float | None] = mapped_column(Float)
+    throttled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -21,7 +21,7 @@ each answer went (`on_throttled`, `on_accepted`):
     only what it holds). Otherwise the requests accepted over the last second measure it; if
     that read high (a bucket lets a burst through), the cut that soon follows corrects it.
     The rate becomes 0.97 times the measure: never above the rate refused, never below half
-    the rate sent in one step. Threads refused together cut once: a 429 to a request reserved
+    the pace in one step. Threads refused together cut once: a 429 to a request reserved
     before the latest cut, or within a second of it, is ignored, and a slot reserved before a
     cut is given up and taken again at the new rate.
   - *The probe.* Then the rate follows a cubic curve of the seconds spent with requests
@@ -30,7 +30,10 @@ each answer went (`on_throttled`, `on_accepted`):
     did not is crossed about once a minute, for a few 429s and one or two cuts.
   - This holds the limit within a few percent when the bucket holds half a second's worth or
     more; with less, each pause costs throughput and the measure reads low.
-  - `on_throttled_elsewhere(rate)` cuts on news of a 429 from another client sharing the limit.
+  - Other processes sharing the limit (`ledger.rate_sharing`, through `Throttle.sharing`)
+    report their 429s, which cut this one just under its pace and restart its probe in step
+    with theirs (`on_throttled_elsewhere`), and their comings and goings, which change its
+    share of the limit (`set_share`).
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
   class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
   with the count of token refreshes, as a frozen `ClientStats`, stored per batch by the executor
@@ -46,7 +49,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Final
+from typing import Final, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -219,10 +222,7 @@ class AdaptiveRateLimiter:
                 return None
             if now - self._cut_at < self._window_s:
                 return None
-            # Never below half the rate requests were sent at in one step: idle time in the
-            # measure must not crash the rate (a steep fall of the limit takes a few cuts).
-            floor = 0.5 * self._per_second(self._started, now, self._window_s)
-            return self._cut(now, max(floor, self._estimate(now)))
+            return self._cut(now, self._measured(now))
 
     def on_throttled_elsewhere(self, rate: float) -> float | None:
         """Another client sharing the limit was refused while this one's share was `rate`.
@@ -234,7 +234,22 @@ class AdaptiveRateLimiter:
             now = self._clock()
             if now - self._cut_at < self._window_s:
                 return None
-            return self._cut(now, rate)
+            return self._cut(now, min(self._current(), rate))
+
+    def set_share(self, rate: float) -> float:
+        """Pace at `rate` from now on, then probe above it as after a cut; returns the rate.
+
+        For a limit shared with other processes: this process's share of it changed (one
+        started or stopped), or is known before any 429 of its own. What it was accepted at
+        its former share no longer measures the limit: the next cut measures the last
+        `window_s` seconds.
+        """
+        with self._lock:
+            self._cut_at = -math.inf
+            self._ceiling = min(self._max_rate, max(self._min_rate, rate))
+            self._busy_s = self._plateau_s  # on the flat part of the curve, at `rate`
+            self._reported = self._ceiling
+            return self._current()
 
     def _current(self) -> float:
         if self._ceiling is None:
@@ -243,6 +258,17 @@ class AdaptiveRateLimiter:
             offset = self._busy_s - self._plateau_s
             rate = self._ceiling * (1.0 + self._growth * offset**3)
         return min(self._max_rate, max(self._min_rate, rate))
+
+    def _measured(self, now: float) -> float:
+        """The ceiling a cut now sets: the measure, never above the rate that was refused."""
+        # Never below half the pace, or half the rate requests were sent at, in one step: a
+        # measure that reads low (idle time in it, a bucket smaller than `bucket_s`) must not
+        # crash the rate for the half minute the probe takes to climb back; a steep fall of
+        # the limit takes a few cuts. A slow-start pace is no rate sent, so only the latter.
+        current = self._current()
+        sent = self._per_second(self._started, now, self._window_s)
+        floor = 0.5 * (sent if self._ceiling is None else max(sent, current))
+        return min(current, max(floor, self._estimate(now)))
 
     def _estimate(self, now: float) -> float:
         """The limit, measured from the requests Webex accepted just before this 429."""
@@ -267,8 +293,7 @@ class AdaptiveRateLimiter:
         span = min(window, max(now - first, 0.25 * self._window_s))
         return meter.count_since(now - span) / span
 
-    def _cut(self, now: float, estimate: float) -> float:
-        ceiling = min(self._current(), estimate)  # never above the rate that was refused
+    def _cut(self, now: float, ceiling: float) -> float:
         self._ceiling = min(self._max_rate, max(self._min_rate, ceiling))
         self._cut_at = now
         self._cuts += 1
@@ -278,6 +303,19 @@ class AdaptiveRateLimiter:
         rate = self._current()
         self._next_slot = min(self._next_slot, now + 1.0 / rate)
         return rate
+
+
+class SharedPace(Protocol):
+    """The limiter's rate shared with other processes (`ledger.rate_sharing`)."""
+
+    def maybe_sync(self) -> None:
+        """Trade news with the other processes if it is time to (cheap when it is not)."""
+
+    def on_cut(self) -> None:
+        """This process's limiter was just cut after a 429 of its own."""
+
+    def leave(self) -> None:
+        """This process stops sending requests."""
 
 
 class Throttle:
@@ -297,6 +335,7 @@ class Throttle:
         self._max_rounds = max_rounds
         self._lock = threading.Lock()
         self._not_before = -math.inf
+        self.sharing: SharedPace | None = None
 
     def pause_all(self, seconds: float) -> None:
         """No thread starts a request for `seconds` (extends, never shortens, a pause)."""
@@ -312,6 +351,9 @@ class Throttle:
         waited = 0.0
         # Each round sleeps a capped pause; a pause extended forever still ends after the bound.
         for _ in range(self._max_rounds):
+            sharing = self.sharing
+            if sharing is not None:
+                sharing.maybe_sync()
             pause = self.paused_for()
             if pause > 0:
                 self._sleep(pause)
@@ -346,6 +388,8 @@ class Throttle:
                     "lowered the request rate after HTTP 429",
                     extra={"event": "rate_limit_lowered", "rate_per_s": round(rate, 2)},
                 )
+                if self.sharing is not None:
+                    self.sharing.on_cut()
 
     def on_accepted(self) -> None:
         """After an answer on its merits (not 429, 423 or 5xx): the rate may rise."""

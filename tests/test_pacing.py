@@ -210,3 +210,11 @@ def test_a_late_429_to_a_request_sent_before_the_cut_adds_nothing() -> None:
     assert limiter.on_throttled() is None
     limiter.reserve()  # a request sent after the cut is news
     assert limiter.on_throttled() is not None
+
+
+def test_a_limit_that_halves_is_followed_with_a_bucket_of_a_quarter_second() -> None:
+    # With little in the bucket, the pause after the second cut reads the limit low; a cut
+    # never takes more than half the pace, so the rate stays near the new limit.
+    result = run_model(limit=lambda now: 100.0 if now < 30 else 50.0, threads=8, burst_s=0.25)
+    assert result.accepted_share(40, 60) >= 0.9
+    assert result.throttled_share(30, 60) <= 0.02

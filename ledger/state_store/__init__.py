@@ -21,6 +21,7 @@ Which submodule does what:
 * `entities` — a shared entity's progress (`update_entity`) and its JSON; resetting failures.
 * `events` — the one builder of event lines.
 * `stats` — per-worker request counters.
+* `rate` — the `work` processes' reports on the rate limit they share.
 
 Reports over the ledger (exports, status) live in `ledger.reports`.
 """
@@ -33,6 +34,7 @@ from ledger.state_store.claims import (
     retry_rows,
 )
 from ledger.state_store.entities import reset_failed_entities, update_entity
+from ledger.state_store.rate import exchange_rate_shares, rate_exchange
 from ledger.state_store.runs import (
     RunWriter,
     begin_run,
@@ -49,9 +51,11 @@ __all__ = [
     "begin_run",
     "claim_batch",
     "claim_entity",
+    "exchange_rate_shares",
     "find_run",
     "find_run_by_hash",
     "finish_row",
+    "rate_exchange",
     "record_step",
     "record_steps",
     "rejection_counts",

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import functools
 import heapq
+import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger.pacing import AdaptiveRateLimiter, Throttle
-from tests.support.clock import FakeTime
+from ledger.rate_sharing import RateExchange, RateShare, SharedRateLimit
+from tests.support.clock import WALL_START, FakeTime
 
 RETRY_AFTER_S = 1.0
 LATENCY_S = 0.01
@@ -57,6 +59,37 @@ ThrottleFactory = Callable[[Callable[[], float], Callable[[float], None]], Throt
 def client_throttle(clock: Callable[[], float], sleep: Callable[[float], None]) -> Throttle:
     """The throttle `WebexClient` builds with `adaptive_rate_limit=True`."""
     return Throttle(clock=clock, sleep=sleep, limiter=AdaptiveRateLimiter(clock=clock))
+
+
+def shared_throttle(exchange: RateExchange, worker_id: str) -> ThrottleFactory:
+    """The client's throttle, sharing its limit through `exchange` as `work` does."""
+
+    def build(clock: Callable[[], float], sleep: Callable[[float], None]) -> Throttle:
+        throttle = client_throttle(clock, sleep)
+        assert throttle.limiter is not None
+        throttle.sharing = SharedRateLimit(
+            throttle.limiter,
+            exchange,
+            worker_id,
+            clock=clock,
+            wall_clock=lambda: WALL_START + clock(),
+        )
+        return throttle
+
+    return build
+
+
+class MemoryExchange:
+    """The ledger's table of reports, in memory: `exchange` keeps the latest of each process."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, RateShare] = {}
+        self.trades = 0
+
+    def exchange(self, mine: RateShare) -> list[RateShare]:
+        self.trades += 1
+        self.reports[mine.worker_id] = mine
+        return list(self.reports.values())
 
 
 class _Stopped(Exception):
@@ -184,6 +217,7 @@ class ModelResult:
     accepted: list[int]
     throttled: list[int]
     rates: list[float | None] = field(default_factory=list)  # the limiter's, each second
+    accepted_by_process: list[list[int]] = field(default_factory=list)
 
     def accepted_share(self, start: int = 0, end: int | None = None) -> float:
         """Accepted requests over [start, end) seconds / what the limit allowed meanwhile."""
@@ -213,33 +247,88 @@ def run_model(
     `throttle` builds the throttle from a clock and a sleep (default: the client's own, with
     its adaptive limiter).
     """
+    process = ModelProcess(threads, throttle if throttle is not None else client_throttle)
+    return run_processes(
+        limit=limit,
+        processes=[process],
+        seconds=seconds,
+        burst_s=burst_s,
+        latency_s=latency_s,
+        stagger_s=stagger_s,
+    )
+
+
+@dataclass(frozen=True)
+class ModelProcess:
+    """One client process: its threads share one throttle, from `start_s` to `stop_s`."""
+
+    threads: int
+    throttle: ThrottleFactory = client_throttle
+    start_s: float = 0.0
+    stop_s: float = math.inf
+    leaves: bool = True  # at `stop_s` it tells the others sharing its limit, or it just dies
+
+
+def run_processes(
+    *,
+    limit: float | Callable[[float], float],
+    processes: Sequence[ModelProcess],
+    seconds: int = 60,
+    burst_s: float = 1.0,
+    latency_s: float = LATENCY_S,
+    stagger_s: float = 0.0,
+    time: FakeTime | None = None,
+) -> ModelResult:
+    """Several client processes, each with its own throttle, against one server.
+
+    Each process's throttle is built (from the shared virtual clock and sleep) when its first
+    thread starts; `result.rates` follows the first process's limiter and
+    `result.accepted_by_process[i][second]` counts process i's accepted requests.
+    """
     limit_at = limit if callable(limit) else (lambda _now, fixed=float(limit): fixed)
-    time = FakeTime()
+    time = time if time is not None else FakeTime()
     scheduler = VirtualThreads(time, until=float(seconds))
-    build = throttle if throttle is not None else client_throttle
-    gate = build(time.monotonic, scheduler.sleep)
     server = TokenBucketServer(limit_at, burst_s=burst_s)
     result = ModelResult(seconds, limit_at, [0] * seconds, [0] * seconds)
+    result.accepted_by_process = [[0] * seconds for _ in processes]
+    gates: dict[int, ThrottleLike] = {}
     no_fields: dict[str, object] = {}
 
-    def worker(index: int) -> None:
-        if stagger_s:
-            scheduler.sleep(index * stagger_s)  # workers that start one after another
-        while True:
+    def gate_of(process: int) -> ThrottleLike:
+        if process not in gates:
+            gates[process] = processes[process].throttle(time.monotonic, scheduler.sleep)
+        return gates[process]
+
+    def worker(process: int, index: int) -> None:
+        spec = processes[process]
+        start = spec.start_s + index * stagger_s  # workers that start one after another
+        if start:
+            scheduler.sleep(start)
+        gate = gate_of(process)
+        while time.now < spec.stop_s:
             gate.wait_turn()
             now = time.now
             accepted = server.take(now)
             second = min(int(now), seconds - 1)
-            while len(result.rates) <= second:
-                result.rates.append(gate.limiter.rate if gate.limiter is not None else None)
+            if process == 0:
+                while len(result.rates) <= second:
+                    result.rates.append(gate.limiter.rate if gate.limiter is not None else None)
             scheduler.sleep(latency_s)
             if accepted:
                 result.accepted[second] += 1
+                result.accepted_by_process[process][second] += 1
                 gate.on_accepted()
             else:
                 result.throttled[second] += 1
                 gate.on_throttled(429, RETRY_AFTER_S, no_fields)
                 scheduler.sleep(RETRY_AFTER_S)  # the client's retry waits out Retry-After too
+        if index == 0 and spec.leaves and isinstance(gate, Throttle) and gate.sharing is not None:
+            gate.sharing.leave()  # as `WebexClient.close()` does
 
-    scheduler.run([functools.partial(worker, index) for index in range(threads)])
+    workers = [
+        functools.partial(worker, process, index)
+        for process, spec in enumerate(processes)
+        for index in range(spec.threads)
+    ]
+    scheduler.run(workers)
     return result

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from ledger.database import Ledger, head_revision
-from ledger.models import Base, Event, Row, Run, SharedEntity, StepRecord
+from ledger.models import Base, Event, RateShareRecord, Row, Run, SharedEntity, StepRecord
 
 VIEWS = {"v_progress", "v_rows", "v_steps", "v_pending", "v_rejected", "v_plan"}
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -152,6 +152,15 @@ GOOD = {
         "updated_at": NOW,
     },
     Event: {"id": 1, "run_id": 1, "row_pk": 1, "kind": "claimed", "at": NOW},
+    RateShareRecord: {
+        "id": 1,
+        "scope": "https://webexapis.com/v1",
+        "worker_id": "host:1",
+        "seen_at": NOW,
+        "rate_per_s": 48.5,
+        "limit_per_s": 97.0,
+        "throttled_at": NOW,
+    },
 }
 CLAIM = {"claim_token": "t" * 32, "lease_expires_at": NOW}
 
@@ -162,6 +171,7 @@ FRESH: dict[type[Base], dict[str, Any]] = {
     StepRecord: {"id": 2, "step": "number"},
     SharedEntity: {"id": 2, "entity_key": "Branch"},
     Event: {"id": 2},
+    RateShareRecord: {"id": 2, "worker_id": "host:2"},
 }
 
 # (what, table, change, the constraint that must refuse it)
@@ -227,6 +237,14 @@ BAD_STATES: list[tuple[str, type[Base], dict[str, Any], str]] = [
         "uq_entities_run_id_entity_type_entity_key",
     ),
     ("event of no run", Event, {"run_id": 99}, "fk_events_run_id_runs"),
+    ("rate of zero", RateShareRecord, {"rate_per_s": 0.0}, "ck_rate_shares_rate_per_s"),
+    ("negative limit", RateShareRecord, {"limit_per_s": -1.0}, "ck_rate_shares_limit_per_s"),
+    (
+        "one worker's report twice",
+        RateShareRecord,
+        {"worker_id": "host:1"},
+        "uq_rate_shares_scope_worker_id",
+    ),
 ]
 # SQLite names a failed CHECK, but not a failed UNIQUE or FOREIGN KEY constraint.
 SQLITE_WORDING = {"uq_": "UNIQUE constraint failed", "fk_": "FOREIGN KEY constraint failed"}

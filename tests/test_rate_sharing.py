@@ -1,0 +1,289 @@
+"""Several `work` processes sharing one org's rate limit through their ledger.
+
+Each process keeps its own adaptive limiter and trades a report with the others about once a
+second (`ledger.rate_sharing`). Together they must hold at least 0.9 of the limit with at most
+3 % of requests answered 429, as processes start and stop. The processes run in virtual time
+against one token bucket (`tests/support/rate_model.py`), trading through a table in memory
+or through one SQLite ledger, the way `work` processes do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ledger.database import Ledger, open_ledger
+from ledger.models import RateShareRecord
+from ledger.pacing import AdaptiveRateLimiter
+from ledger.rate_sharing import RateShare, SharedRateLimit
+from ledger.records import as_utc
+from ledger.simulator import FaultConfig
+from ledger.state_store import exchange_rate_shares, rate_exchange
+from tests.support.clock import WALL_START, FakeTime
+from tests.support.people import person
+from tests.support.rate_model import (
+    MemoryExchange,
+    ModelProcess,
+    ModelResult,
+    ThrottleFactory,
+    client_throttle,
+    run_processes,
+    shared_throttle,
+)
+from tests.support.work import BASE_URL, Jobs
+
+SCOPE = "https://webexapis.com/v1"
+
+
+def three_processes(
+    throttles: list[ThrottleFactory],
+    *,
+    starts: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    stops: tuple[float, float, float] = (math.inf, math.inf, math.inf),
+    seconds: int = 60,
+    leave: bool = True,
+) -> ModelResult:
+    """Three processes of 32 threads against a limit of 100/s (a bucket of one second).
+
+    A process that stops leaves as `work` does (its client closed), unless `leave=False`:
+    then it dies, as a killed process does.
+    """
+    processes = [
+        ModelProcess(32, throttle, start, stop, leaves=leave)
+        for throttle, start, stop in zip(throttles, starts, stops, strict=True)
+    ]
+    return run_processes(limit=100, processes=processes, seconds=seconds)
+
+
+def sharing(exchange: MemoryExchange | None = None) -> list[ThrottleFactory]:
+    board = exchange if exchange is not None else MemoryExchange()
+    return [shared_throttle(board.exchange, f"worker-{n}") for n in range(3)]
+
+
+ALONE = [client_throttle] * 3
+
+# --- processes coming and going ----------------------------------------------------------------
+
+
+def test_processes_started_together_hold_the_limit() -> None:
+    result = three_processes(sharing())
+    assert result.accepted_share() >= 0.95
+    assert result.throttled_share() <= 0.01
+
+
+def test_when_processes_stop_the_one_left_takes_their_shares_at_once() -> None:
+    result = three_processes(sharing(), stops=(20.0, 20.0, math.inf), seconds=50)
+    # Its two peers' reports go stale within seconds: it paces at the whole limit from then.
+    assert result.accepted_share(25, 50) >= 0.95
+    assert result.throttled_share() <= 0.01
+
+
+def test_when_processes_die_the_one_left_takes_their_shares_once_their_reports_are_stale() -> None:
+    result = three_processes(sharing(), stops=(20.0, 20.0, math.inf), seconds=60, leave=False)
+    assert result.accepted_share(20, 30) < 0.75  # ten seconds before they count as gone
+    assert result.accepted_share(35, 60) >= 0.95
+    assert result.throttled_share() <= 0.01
+
+
+def test_without_sharing_the_one_left_probes_for_their_shares_for_half_a_minute() -> None:
+    result = three_processes(ALONE, stops=(20.0, 20.0, math.inf), seconds=50)
+    assert result.accepted_share(25, 50) < 0.75
+
+
+def test_a_process_that_starts_while_others_run_takes_an_equal_share() -> None:
+    result = three_processes(sharing(), starts=(0.0, 20.0, 40.0), seconds=70)
+    assert result.accepted_share(20, 70) >= 0.95
+    assert result.throttled_share(20, 70) <= 0.01
+    shares = [sum(accepted[45:70]) for accepted in result.accepted_by_process]
+    assert max(shares) <= 1.25 * min(shares), shares
+
+
+def test_without_sharing_a_process_that_starts_late_gets_what_it_can() -> None:
+    result = three_processes(ALONE, starts=(0.0, 20.0, 40.0), seconds=70)
+    shares = [sum(accepted[45:70]) for accepted in result.accepted_by_process]
+    assert max(shares) > 1.25 * min(shares), shares
+
+
+def test_a_process_starting_alone_starts_at_the_limit_learnt_before() -> None:
+    board = MemoryExchange()
+    earlier = RateShare("worker-9", WALL_START - 120.0, 96.0, 97.0, WALL_START - 150.0)
+    board.reports[earlier.worker_id] = earlier
+    result = run_processes(
+        limit=100,
+        processes=[ModelProcess(32, shared_throttle(board.exchange, "worker-1"))],
+        seconds=20,
+    )
+    # No slow start into the limit: no burst of 429s, the limit used from the first second.
+    assert sum(result.throttled[:10]) == 0
+    assert result.accepted_share(1, 10) >= 0.95
+
+
+# --- the trade, step by step -------------------------------------------------------------------
+
+Process = tuple[AdaptiveRateLimiter, SharedRateLimit]
+
+
+def two_processes(time: FakeTime) -> list[Process]:
+    board = MemoryExchange()
+    pair = []
+    for name in ("worker-1", "worker-2"):
+        limiter = AdaptiveRateLimiter(clock=time.monotonic)
+        shared = SharedRateLimit(
+            limiter, board.exchange, name, clock=time.monotonic, wall_clock=time.wall
+        )
+        pair.append((limiter, shared))
+    return pair
+
+
+def send_together(processes: list[Process], time: FakeTime, *, rate: float, seconds: float) -> None:
+    """Each process sends `rate` requests/s (or as many as its limiter allows), all accepted,
+    trading reports as it goes."""
+    end = time.now + seconds
+    due = [time.now for _ in processes]
+    while time.now < end:
+        turn = min(range(len(processes)), key=due.__getitem__)
+        time.now = max(time.now, due[turn])
+        limiter, shared = processes[turn]
+        shared.maybe_sync()
+        due[turn] = time.now + max(limiter.reserve(), 1.0 / rate)
+        limiter.on_success()
+
+
+def refused(process: Process) -> None:
+    limiter, shared = process
+    assert limiter.on_throttled() is not None
+    shared.on_cut()
+
+
+def test_a_429_seen_by_one_process_lowers_the_other() -> None:
+    time = FakeTime()
+    one, other = processes = two_processes(time)
+    send_together(processes, time, rate=40.0, seconds=3.0)
+    refused(one)  # a bucket that runs dry refuses both: each learns its part of the limit
+    refused(other)
+    send_together(processes, time, rate=1000.0, seconds=20.0)  # both probe above their parts
+    before = other[0].rate
+    refused(one)
+    send_together(processes, time, rate=1000.0, seconds=0.5)
+    after = other[0].rate
+    assert before is not None and after is not None
+    assert after <= 0.98 * before  # the other heard of it within the half second
+
+
+def test_a_burst_that_refused_both_processes_cuts_each_once() -> None:
+    time = FakeTime()
+    one, other = processes = two_processes(time)
+    send_together(processes, time, rate=40.0, seconds=3.0)
+    refused(one)
+    refused(other)
+    rate = other[0].rate
+    time.now += 1.5  # past the limiter's own guard against a second cut
+    send_together(processes, time, rate=1.0, seconds=0.1)
+    assert other[0].rate == pytest.approx(rate)
+
+
+def test_the_reports_are_traded_about_once_a_second_not_per_request() -> None:
+    board = MemoryExchange()
+    result = run_processes(
+        limit=100, processes=[ModelProcess(32, shared_throttle(board.exchange, "w"))], seconds=30
+    )
+    assert sum(result.accepted) > 2500
+    assert board.trades <= 30 + 10  # once a second, and at once after each of its own cuts
+
+
+# --- through the ledger ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_ledgers(tmp_path: Path) -> Iterator[list[Ledger]]:
+    """One SQLite ledger opened by three "processes", each with engines of its own."""
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    opened = [open_ledger(url) for _ in range(3)]
+    yield opened
+    for ledger in opened:
+        ledger.dispose()
+
+
+def test_processes_share_the_limit_through_one_sqlite_ledger(three_ledgers: list[Ledger]) -> None:
+    throttles = [
+        shared_throttle(rate_exchange(ledger, SCOPE), f"worker-{n}")
+        for n, ledger in enumerate(three_ledgers)
+    ]
+    result = three_processes(throttles, stops=(20.0, 20.0, math.inf), seconds=50)
+    assert result.accepted_share() >= 0.9
+    assert result.throttled_share() <= 0.03
+    assert result.accepted_share(25, 50) >= 0.95  # fails without the ledger's reports
+    with three_ledgers[0].read() as session:
+        workers = session.scalars(
+            select(RateShareRecord.worker_id).where(RateShareRecord.scope == SCOPE)
+        ).all()
+    assert sorted(workers) == ["worker-0", "worker-1", "worker-2"]
+
+
+def check_reports_are_traded(ledger: Ledger) -> None:
+    now = WALL_START
+    mine = RateShare("worker-1", now, 30.0, 90.0, now - 5.0)
+    assert exchange_rate_shares(ledger, SCOPE, mine) == [mine]
+    other = RateShare("worker-2", now + 0.5, None, None, None)
+    assert sorted(exchange_rate_shares(ledger, SCOPE, other), key=str) == [mine, other]
+    elsewhere = RateShare("worker-1", now + 0.7, 10.0, None, None)
+    assert exchange_rate_shares(ledger, "https://other.test/v1", elsewhere) == [elsewhere]
+    # Reports unseen for ten minutes are forgotten.
+    later = RateShare("worker-2", now + 601.0, 50.0, 50.0, None)
+    assert exchange_rate_shares(ledger, SCOPE, later) == [later]
+
+
+def test_reports_are_traded_through_sqlite(three_ledgers: list[Ledger]) -> None:
+    check_reports_are_traded(three_ledgers[0])
+
+
+@pytest.mark.postgres
+def test_reports_are_traded_through_postgres(postgres_ledger_url: str) -> None:
+    ledger = open_ledger(postgres_ledger_url)
+    try:
+        check_reports_are_traded(ledger)
+    finally:
+        ledger.dispose()
+
+
+def test_a_failing_ledger_leaves_each_process_on_its_own(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path}/ledger.db")
+    exchange = rate_exchange(ledger, SCOPE)
+    ledger.dispose()
+    (tmp_path / "ledger.db").unlink()
+    (tmp_path / "ledger.db").mkdir()  # the file is gone: nothing can open it now
+    assert exchange(RateShare("worker-1", WALL_START, None, None, None)) is None
+
+
+def test_work_reports_its_pace_in_the_ledger(jobs: Jobs) -> None:
+    job = jobs.start(
+        [person(n) for n in range(1, 31)], faults=FaultConfig(rate_limit_rps=20, rate_limit_burst=5)
+    )
+    worker = job.worker(worker_id="worker-7")
+    worker.run()
+
+    def report() -> tuple[str, str, float | None, datetime, datetime | None]:
+        with job.ledger.read() as session:
+            found = session.execute(
+                select(
+                    RateShareRecord.scope,
+                    RateShareRecord.worker_id,
+                    RateShareRecord.rate_per_s,
+                    RateShareRecord.seen_at,
+                    RateShareRecord.throttled_at,
+                )
+            ).one()
+        return found.scope, found.worker_id, found.rate_per_s, found.seen_at, found.throttled_at
+
+    scope, worker_id, rate, seen_at, throttled_at = report()
+    assert (scope, worker_id) == (BASE_URL, "worker-7")
+    assert throttled_at is not None  # it was refused, and told the others
+    assert rate is not None and 5.0 <= rate <= 40.0
+    worker.client.close()
+    # Closed, it leaves: its report is dated back so that the others count it gone at once.
+    assert as_utc(report()[3]) < as_utc(seen_at) - timedelta(seconds=10)
