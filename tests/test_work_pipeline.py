@@ -17,7 +17,7 @@ from ledger.connection_client import WebexClient
 from ledger.executor import Worker
 from ledger.simulator import Simulator
 from tests.support.people import person
-from tests.support.scripted import Scripted, error
+from tests.support.scripted import Scripted, error, looked_up_row_by_row
 from tests.support.work import Job, Jobs
 
 # Longest a held row waits for the others: a bound on a failing test, not a measured time.
@@ -87,7 +87,7 @@ def test_the_next_batch_runs_while_a_slow_row_holds_up_the_tail(jobs: Jobs) -> N
         # Row 1 of batch 1 is answered only once batch 2 (rows 11-20) has users of its own.
         seen["batch 2 went on"] = wait_until(lambda: created(job.sim, range(11, 21)) >= 3)
 
-    scripted = Scripted(job.sim)
+    scripted = looked_up_row_by_row(Scripted(job.sim))
     scripted.on("GET", r"^/v1/people\?.*email=user1@example\.com", hook=hold_row_1)
 
     report = job.work(scripted.transport())
@@ -100,7 +100,7 @@ def test_the_next_batch_runs_while_a_slow_row_holds_up_the_tail(jobs: Jobs) -> N
 
 def test_rows_waiting_out_a_retry_after_do_not_hold_a_slot(jobs: Jobs) -> None:
     job = jobs.start([person(n) for n in range(1, 13)], LEDGER_CONCURRENCY=2)
-    scripted = Scripted(job.sim)
+    scripted = looked_up_row_by_row(Scripted(job.sim))
     for n in (1, 2):  # as many rows as slots answered "come back in 30 s"
         busy = error(503, "try again later", **{"Retry-After": "30"})
         scripted.on("GET", rf"^/v1/people\?.*email=user{n}@example\.com", busy)
