@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ledger import actions_registry as registry
-from ledger.actions_row import extension_taken
+from ledger.actions_row import decide_number, extension_taken, find_number
 from ledger.error_handling import InvariantError, ReasonCode, WebexError
+from ledger.listings import BatchView
 from ledger.plan_client import ReadOnlyClient
 from ledger.plan_diff import (
     FieldChange,
@@ -57,7 +58,11 @@ class RowPlanner:
         self.client = client
 
     def plan(
-        self, row: ClaimedRow, location: LocationPlan, calling_license: LicenseLookup
+        self,
+        row: ClaimedRow,
+        location: LocationPlan,
+        calling_license: LicenseLookup,
+        view: BatchView | None = None,
     ) -> RowPlan:
         """The row's steps as `work` would take them, or where it would stop and why."""
         if location.failure is not None or location.location_id is None:
@@ -75,7 +80,7 @@ class RowPlanner:
                     raise calling_license.error
                 raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem)
             ctx = self.rows.context(
-                row, location.location_id, license_id, mark_started=refuse_writes
+                row, location.location_id, license_id, mark_started=refuse_writes, view=view
             )
             if calling_license.problem and ctx.user_id is None:
                 # As `work`: with no unit left, only a user who holds the license goes on.
@@ -87,6 +92,7 @@ class RowPlanner:
                     )
             decision = self.rows.decide_steps(row, ctx, progress)
             _check_extension(ctx, decision)
+            _check_number_elsewhere(ctx, decision, progress)
             needs_unit = _needs_unit(ctx, decision, license_id)
             steps.extend(self._row_steps(row, ctx, decision))
         except (WebexError, registry.StepPending, InvariantError) as error:
@@ -198,3 +204,19 @@ def _needs_unit(ctx: registry.RowContext, decision: RowDecision, license_id: str
         return True
     person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
     return not registry.holds_license(person, license_id)
+
+
+def _check_number_elsewhere(
+    ctx: registry.RowContext, decision: RowDecision, progress: StepProgress
+) -> None:
+    """A number the location's inventory lacks may be held in another location, which `work`
+    learns only when its bulk add is refused: the plan asks Webex for that number, in any
+    location, and blocks the row as `work`'s per-number decision would."""
+    number = decision.plans.get(StepName.NUMBER)
+    phone = ctx.row.phone_number
+    if number is None or number.action != "create" or phone is None:
+        return
+    found = decide_number(ctx, find_number(ctx.client, phone))
+    if found.action == "pending":
+        progress.step = StepName.NUMBER
+        raise registry.StepPending(found.reason or ReasonCode.NUMBER_IN_USE, found.message or "")

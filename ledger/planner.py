@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ledger.batch_prep import batch_view
 from ledger.config import Settings
 from ledger.database import Ledger
 from ledger.error_handling import ReasonCode, is_auth_failure
+from ledger.locations import LocationOutcome
 from ledger.plan_client import ReadOnlyClient
-from ledger.plan_diff import PlanOutcome
+from ledger.plan_diff import AFTER_APPLY, PlanOutcome
 from ledger.plan_org import (
     LocationPlan,
     license_units_left,
@@ -192,10 +194,21 @@ class Planner:
         started = time.monotonic()
         self.client.forget_features()
 
+        # The batch's listings, as `work` reads them: the people of the org and the number
+        # inventory of each location that exists already (one `work` would create is empty).
+        existing = {
+            row.user.location_name: LocationOutcome(location.name, location.location_id)
+            for row in rows
+            if (location := self._location_of(row)).failure is None
+            and location.location_id not in (None, AFTER_APPLY)
+            and not location.empty_until_applied
+        }
+        view = batch_view(self.row_planner.rows, rows, existing)
+
         def plan_one(row: ClaimedRow) -> RowPlan | None:
             if self.stop.is_set():
                 return None
-            planned = self.row_planner.plan(row, self._location_of(row), calling_license)
+            planned = self.row_planner.plan(row, self._location_of(row), calling_license, view)
             self.progress.row_finished(
                 RowStatus.PENDING if planned.failure is not None else RowStatus.SUCCESS
             )
