@@ -43,13 +43,17 @@ class GroupWriter(Protocol[P_contra]):
 
 
 class _Entry(Generic[P]):
-    __slots__ = ("done", "error", "payload", "writer")
+    """One write handed in; its thread is woken once: when it is committed (`done`), or to
+    lead the next group."""
+
+    __slots__ = ("done", "error", "payload", "wake", "writer")
 
     def __init__(self, writer: GroupWriter[P], payload: P) -> None:
         self.writer = writer
         self.payload = payload
         self.done = False
         self.error: BaseException | None = None
+        self.wake = threading.Event()
 
 
 class GroupCommit:
@@ -58,7 +62,7 @@ class GroupCommit:
     def __init__(self, engine: Engine, *, max_group: int = MAX_GROUP) -> None:
         self._engine = engine
         self._max_group = max_group
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._queue: list[_Entry[Any]] = []
         self._leading = False
         # Counters for the operator and the tests: transactions committed, writes in them.
@@ -68,32 +72,61 @@ class GroupCommit:
     @property
     def waiting(self) -> int:
         """Writes handed in that no leader has taken yet."""
-        with self._cond:
+        with self._lock:
             return len(self._queue)
 
     def submit(self, writer: GroupWriter[P], payload: P) -> None:
         """Apply `payload` with `writer`; return once it is committed, or raise its error."""
         entry = _Entry(writer, payload)
-        with self._cond:
+        with self._lock:
             self._queue.append(entry)
-            # Bounded: each round commits at least the oldest waiting write, ours included
-            # within len(queue) / max_group rounds.
-            while not entry.done:
-                if self._leading:
-                    self._cond.wait()
-                    continue
-                self._leading = True
-                group = self._queue[: self._max_group]
-                del self._queue[: self._max_group]
-                self._cond.release()
-                try:
-                    self._commit(group)
-                finally:
-                    self._cond.acquire()
-                    self._leading = False
-                    self._cond.notify_all()
+            leads = not self._leading
+            self._leading = True
+        if not leads:
+            # Woken once: when the group holding this write is committed, or to lead the next
+            # (each thread is woken for its own write only, never for everyone's).
+            entry.wake.wait()
+            leads = not entry.done
+        if leads:
+            self._lead(entry)
         if entry.error is not None:
             raise entry.error
+
+    def _lead(self, mine: _Entry[Any]) -> None:
+        """Commit groups until `mine` is committed, then hand the lead to the oldest write still
+        waiting. Bounded: each group takes the oldest writes, `mine` among them within
+        len(queue) / max_group groups."""
+        while not mine.done:
+            with self._lock:
+                group = self._queue[: self._max_group]
+                del self._queue[: self._max_group]
+            try:
+                self._commit(group)
+            except BaseException:  # an interrupt: nobody may be left waiting for a leader
+                with self._lock:
+                    self._wake(group, mine)
+                    self._hand_over(mine)
+                raise
+            with self._lock:
+                self._wake(group, mine)
+                if mine.done:
+                    self._hand_over(mine)
+
+    @staticmethod
+    def _wake(group: list[_Entry[Any]], mine: _Entry[Any]) -> None:
+        for entry in group:
+            if entry is not mine:
+                entry.wake.set()
+
+    def _hand_over(self, mine: _Entry[Any]) -> None:
+        """(With the lock held.) The lead goes to the oldest waiting write, or to nobody."""
+        if mine in self._queue:  # interrupted before `mine` was written: it is given up
+            self._queue.remove(mine)
+            mine.done = True
+        if self._queue:
+            self._queue[0].wake.set()
+        else:
+            self._leading = False
 
     def _commit(self, group: list[_Entry[Any]]) -> None:
         try:
@@ -123,7 +156,7 @@ class GroupCommit:
             raise
 
     def _count(self, writes: int) -> None:
-        with self._cond:
+        with self._lock:
             self.transactions += 1
             self.writes += writes
 
