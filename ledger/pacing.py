@@ -18,10 +18,11 @@ each answer went (`on_throttled`, `on_accepted`):
   - *The cut.* A 429 says the server's bucket just ran dry, as it did at the previous cut. If
     that was recent (15 s), the requests accepted since, over the time since, are the limit;
     the pause Webex asked for counts for at most half a second (a bucket refills in a pause
-    only what it holds). Otherwise the requests accepted over the last second measure it; if
+    only what it holds), and no more than the time served after it (a bucket that ran dry at
+    once held little). Otherwise the requests accepted over the last second measure it; if
     that read high (a bucket lets a burst through), the cut that soon follows corrects it.
     The rate becomes 0.97 times the measure: never above the rate refused, never below half
-    the pace in one step. Threads refused together cut once: a 429 to a request reserved
+    the rate sent in one step. Threads refused together cut once: a 429 to a request reserved
     before the latest cut, or within a second of it, is ignored, and a slot reserved before a
     cut is given up and taken again at the new rate.
   - *The probe.* Then the rate follows a cubic curve of the seconds spent with requests
@@ -261,14 +262,10 @@ class AdaptiveRateLimiter:
 
     def _measured(self, now: float) -> float:
         """The ceiling a cut now sets: the measure, never above the rate that was refused."""
-        # Never below half the pace, or half the rate requests were sent at, in one step: a
-        # measure that reads low (idle time in it, a bucket smaller than `bucket_s`) must not
-        # crash the rate for the half minute the probe takes to climb back; a steep fall of
-        # the limit takes a few cuts. A slow-start pace is no rate sent, so only the latter.
-        current = self._current()
-        sent = self._per_second(self._started, now, self._window_s)
-        floor = 0.5 * (sent if self._ceiling is None else max(sent, current))
-        return min(current, max(floor, self._estimate(now)))
+        # Never below half the rate requests were sent at in one step: idle time in the
+        # measure must not crash the rate (a steep fall of the limit takes a few cuts).
+        floor = 0.5 * self._per_second(self._started, now, self._window_s)
+        return min(self._current(), max(floor, self._estimate(now)))
 
     def _estimate(self, now: float) -> float:
         """The limit, measured from the requests Webex accepted just before this 429."""
@@ -277,9 +274,11 @@ class AdaptiveRateLimiter:
             # The bucket behind the limit was empty at the latest cut and is empty again now,
             # so what it let through in between is its rate. During the pause it refilled by
             # what it holds, taken as `bucket_s` seconds' worth: too much reads low, too little
-            # reads high and costs one more cut soon.
+            # reads high and costs one more cut soon. Nor more than the time served since: a
+            # bucket that ran dry that soon held less, unless the rate sent was above twice
+            # the limit (then the next cut, soon too, reads it).
             resumed = self._resumed_at if self._resumed_at is not None else now
-            paused = min(resumed - self._cut_at, self._bucket_s)
+            paused = min(resumed - self._cut_at, self._bucket_s, now - resumed)
             served = now - resumed + paused
             if served > 0:
                 return self._accepted.count_since(self._cut_at) / served

@@ -14,11 +14,16 @@ them, 10 ms per answer, in virtual time (a minute takes about a second). Cases: 
 100 and 300 requests/s for 60 s from a cold start; a limit of 100 that halves at 30 s (measured
 over 40-60 s); a limit of 50 that doubles at 30 s (measured over 90-120 s).
 
+`--processes`: three processes of 32 threads against a limit of 100/s, each with its own
+limiter, "alone" or "sharing" reports as `work` processes of one ledger do (through a table
+in memory here): started together, two stopping at 20 s, or starting at 0, 20 and 40 s.
+
 `--socket`: the real `WebexClient` against the simulator on 127.0.0.1 (`rate_limit_rps`
 100 unless `--limit`), N threads of GET /licenses for `--seconds` of wall time each.
 
     .venv/bin/python scripts/bench_limiter.py
     .venv/bin/python scripts/bench_limiter.py --burst 1,0.5,0.25 --threads 8
+    .venv/bin/python scripts/bench_limiter.py --processes --burst 1,0.25
     .venv/bin/python scripts/bench_limiter.py --socket --threads 8,32 --seconds 60
 """
 
@@ -46,7 +51,15 @@ from ledger.error_handling import WebexError
 from ledger.simulator.core import Simulator
 from ledger.simulator.faults import FaultConfig
 from ledger.simulator.server import serve
-from tests.support.rate_model import ThrottleFactory, client_throttle, run_model
+from tests.support.rate_model import (
+    MemoryExchange,
+    ModelProcess,
+    ThrottleFactory,
+    client_throttle,
+    run_model,
+    run_processes,
+    shared_throttle,
+)
 
 TOKEN = "bench-token"
 
@@ -213,6 +226,53 @@ def model_cases(bursts: list[float], thread_counts: list[int]) -> None:
             print(row(f"50->100/s, {threads} thr, 90-120 s", cells))
 
 
+# --- several processes sharing one limit -------------------------------------------------------
+
+
+def process_cases(bursts: list[float]) -> None:
+    """Three processes of 32 threads, each with its own limiter: alone, or sharing reports."""
+    inf = math.inf
+    cases = [
+        ("together, 0-60 s", (0.0, 0.0, 0.0), (inf, inf, inf), 60, (0, 60)),
+        ("two stop at 20 s, 25-50 s", (0.0, 0.0, 0.0), (20.0, 20.0, inf), 50, (25, 50)),
+        ("start at 0/20/40 s, 20-70 s", (0.0, 20.0, 40.0), (inf, inf, inf), 70, (20, 70)),
+    ]
+    for burst in bursts:
+        print(f"\nprocesses: 3 x 32 threads, limit 100/s, token bucket of {burst:g} s")
+        print(
+            f"{'case':<30}"
+            + "".join(f"{name + ': accepted/limit':>26}{'429 %':>10}" for name in SHARING)
+            + "   accepted per process (sharing)"
+        )
+        for label, starts, stops, seconds, (start, end) in cases:
+            cells, split = [], ""
+            for factory in SHARING.values():
+                throttles = factory()
+                processes = [
+                    ModelProcess(32, throttle, first, last)
+                    for throttle, first, last in zip(throttles, starts, stops, strict=True)
+                ]
+                got = run_processes(limit=100, processes=processes, seconds=seconds, burst_s=burst)
+                cells.append((got.accepted_share(start, end), got.throttled_share(start, end)))
+                split = ", ".join(f"{sum(p[start:end]):,}" for p in got.accepted_by_process)
+            text = f"{label:<30}" + "".join(
+                f"{accepted:>26.3f}{100 * share:>8.2f} %" for accepted, share in cells
+            )
+            print(f"{text}   {split}")
+
+
+def alone() -> list[ThrottleFactory]:
+    return [client_throttle] * 3
+
+
+def sharing() -> list[ThrottleFactory]:
+    board = MemoryExchange()
+    return [shared_throttle(board.exchange, f"worker-{n}") for n in range(3)]
+
+
+SHARING: dict[str, Callable[[], list[ThrottleFactory]]] = {"alone": alone, "sharing": sharing}
+
+
 # --- the real client on a socket ---------------------------------------------------------------
 
 
@@ -295,6 +355,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--threads", default="8,32", help="thread counts (default 8,32)")
     parser.add_argument("--burst", default="1", help="token bucket sizes in seconds (model)")
+    parser.add_argument("--processes", action="store_true", help="also three processes")
     parser.add_argument("--socket", action="store_true", help="also run the real client")
     parser.add_argument("--limit", type=float, default=100.0, help="simulator limit (socket)")
     parser.add_argument("--seconds", type=float, default=60.0, help="wall seconds per run")
@@ -302,6 +363,8 @@ def main() -> None:
     logging.disable(logging.CRITICAL)  # the client logs every pause; the table is the output
     thread_counts = [int(n) for n in numbers(args.threads)]
     model_cases(numbers(args.burst), thread_counts)
+    if args.processes:
+        process_cases(numbers(args.burst))
     if args.socket:
         socket_cases(args.limit, thread_counts, args.seconds)
 

@@ -213,8 +213,8 @@ def test_a_late_429_to_a_request_sent_before_the_cut_adds_nothing() -> None:
 
 
 def test_a_limit_that_halves_is_followed_with_a_bucket_of_a_quarter_second() -> None:
-    # With little in the bucket, the pause after the second cut reads the limit low; a cut
-    # never takes more than half the pace, so the rate stays near the new limit.
+    # The bucket holds a quarter second's worth: after the pause it runs dry at once. Counted
+    # as half a second of the limit, the pause would read it at 0.65 of its value.
     result = run_model(limit=lambda now: 100.0 if now < 30 else 50.0, threads=8, burst_s=0.25)
     assert result.accepted_share(40, 60) >= 0.9
     assert result.throttled_share(30, 60) <= 0.02
