@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the model lives 
 from ledger.config import Settings
 from ledger.connection_client import WebexClient
 from ledger.error_handling import WebexError
+from ledger.pacing import SharedPace
 from ledger.simulator.core import Simulator
 from ledger.simulator.faults import FaultConfig
 from ledger.simulator.server import serve
@@ -133,6 +134,7 @@ class OldThrottle:
         self.limiter = limiter
         self._lock = threading.Lock()
         self._not_before = -math.inf
+        self.sharing: SharedPace | None = None  # it shared nothing; the client asks
 
     def paused_for(self) -> float:
         with self._lock:
