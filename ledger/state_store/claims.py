@@ -233,11 +233,18 @@ def renew_leases(ledger: Ledger, tokens: Iterable[str], lease_s: float) -> None:
     tokens = list(tokens)
     if not tokens:
         return
-    until = utcnow() + timedelta(seconds=lease_s)
+    now = utcnow()
+    until = now + timedelta(seconds=lease_s)
+    # A lease that has run out stays out: from then on the row is another worker's to take,
+    # and the late heartbeat must not snatch it back between their look and their claim.
     with ledger.write() as session:
         session.execute(
             update(Row)
-            .where(Row.claim_token.in_(tokens), Row.status == RowStatus.CLAIMED)
+            .where(
+                Row.claim_token.in_(tokens),
+                Row.status == RowStatus.CLAIMED,
+                Row.lease_expires_at > now,
+            )
             .values(lease_expires_at=until)
         )
         # A location's provisioning can outlast a lease (Retry-After waits, a settling
@@ -245,7 +252,9 @@ def renew_leases(ledger: Ledger, tokens: Iterable[str], lease_s: float) -> None:
         session.execute(
             update(SharedEntity)
             .where(
-                SharedEntity.claim_token.in_(tokens), SharedEntity.status == EntityStatus.CLAIMED
+                SharedEntity.claim_token.in_(tokens),
+                SharedEntity.status == EntityStatus.CLAIMED,
+                SharedEntity.lease_expires_at > now,
             )
             .values(lease_expires_at=until)
         )
