@@ -7,8 +7,9 @@ committed before its next step starts, and no transaction open while a request i
 
 The batches form a pipeline (`pipeline`): when few rows of the current batch are left to start,
 the next batch is claimed and prepared, and its rows queue behind them, so the pool never idles
-on a batch's tail; a worker holds at most two batches at once. LEDGER_CONCURRENCY bounds the rows at
-work and the requests in flight (`slots`): there are more row threads than that, and a row
+on a batch's tail; a worker holds at most `BATCHES_HELD` batches at once (tails of rows
+settling a lost create included). LEDGER_CONCURRENCY bounds the rows at work and the requests
+in flight (`slots`): there are more row threads than that, and a row
 sleeping in a backoff or a settling lookup gives its slot to another row meanwhile.
 
 Failures of the outside world become pending rows and log lines; nothing raised by a row stops

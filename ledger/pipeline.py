@@ -26,7 +26,9 @@ from ledger.slots import RequestSlots
 
 B = TypeVar("B")
 
-BATCHES_HELD = 2
+# Rows settling a lost create wait LOOKUP_SETTLE_S (20 s by default) while a batch takes a few
+# seconds: with only two held, a tail in each would stop the claims. Held rows cost no slot.
+BATCHES_HELD = 8
 # How often the loop looks at `stopping` while it waits for rows (a signal sets it).
 STOP_POLL_S = 0.5
 

@@ -98,6 +98,29 @@ def test_the_next_batch_runs_while_a_slow_row_holds_up_the_tail(jobs: Jobs) -> N
     assert job.statuses() == {"success": 20}
 
 
+def test_batches_go_on_past_tails_that_wait_longer_than_a_batch_takes(jobs: Jobs) -> None:
+    # A row settling a lost create waits LOOKUP_SETTLE_S (20 s by default). With such rows in
+    # two batches at once, the worker must still go on through the next ones.
+    # Three slots: the two held rows keep theirs (they are mid-request), one is left to send.
+    job = jobs.start([person(n) for n in range(1, 41)], BATCH_SIZE=10, LEDGER_CONCURRENCY=3)
+    seen: dict[str, bool] = {}
+
+    def hold_until_batch_4_goes_on(request: httpx.Request) -> None:
+        email = request.url.params["email"]
+        seen[email] = wait_until(lambda: created(job.sim, range(31, 41)) >= 3)
+
+    scripted = looked_up_row_by_row(Scripted(job.sim))
+    for n in (1, 11):  # a row of batch 1 and one of batch 2
+        pattern = rf"^/v1/people\?.*email=user{n}@example\.com"
+        scripted.on("GET", pattern, hook=hold_until_batch_4_goes_on)
+
+    report = job.work(scripted.transport())
+
+    assert seen == {"user1@example.com": True, "user11@example.com": True}
+    assert (report.ended, report.batches, report.success) == ("finished", 4, 40)
+    assert job.statuses() == {"success": 40}
+
+
 def test_rows_waiting_out_a_retry_after_do_not_hold_a_slot(jobs: Jobs) -> None:
     job = jobs.start([person(n) for n in range(1, 13)], LEDGER_CONCURRENCY=2)
     scripted = looked_up_row_by_row(Scripted(job.sim))
