@@ -19,6 +19,7 @@ from ledger.records import ClaimedRow
 from ledger.state_store import claim_batch
 from tests.support.claims import (
     LEASE_S,
+    check_a_lease_that_ran_out_is_not_renewed,
     check_concurrent_claims_are_disjoint,
     check_expired_lease_is_taken_and_the_old_worker_fenced,
     check_fencing_comes_before_invariants,
@@ -121,6 +122,7 @@ def test_ingest_via_the_cli(ledger_env: LedgerEnv, postgres_url: str) -> None:
         check_expired_lease_is_taken_and_the_old_worker_fenced,
         check_fencing_comes_before_invariants,
         check_renewed_lease_is_kept,
+        check_a_lease_that_ran_out_is_not_renewed,
         check_released_rows_are_ready_again,
     ],
     ids=lambda scenario: scenario.__name__.removeprefix("check_"),

@@ -145,14 +145,27 @@ def check_fencing_comes_before_invariants(ledger: Ledger, folder: Path) -> None:
 
 def check_renewed_lease_is_kept(ledger: Ledger, folder: Path) -> None:
     run = make_run(ledger, folder, rows=1)
-    (held,) = claim_batch(ledger, run.id, "w1", limit=1, lease_s=SHORT_LEASE_S)
+    # Long enough to be renewed before it runs out however loaded the machine; short to wait.
+    first_lease_s = 1.0
+    (held,) = claim_batch(ledger, run.id, "w1", limit=1, lease_s=first_lease_s)
     renew_leases(ledger, [held.claim_token], LEASE_S)
-    time.sleep(SHORT_LEASE_S * 3)
+    time.sleep(first_lease_s * 1.2)
     assert claim_batch(ledger, run.id, "w2", limit=5, lease_s=LEASE_S) == []
     # A fenced write renews the lease as well.
-    record_step(ledger, held, user_step(held), lease_s=SHORT_LEASE_S * 100)
+    record_step(ledger, held, user_step(held), lease_s=LEASE_S)
     assert claim_batch(ledger, run.id, "w3", limit=5, lease_s=LEASE_S) == []
     finish_row(ledger, held, status="success", required_steps=("user",))
+
+
+def check_a_lease_that_ran_out_is_not_renewed(ledger: Ledger, folder: Path) -> None:
+    run = make_run(ledger, folder, rows=1)
+    (held,) = claim_batch(ledger, run.id, "w1", limit=1, lease_s=SHORT_LEASE_S)
+    time.sleep(SHORT_LEASE_S * 3)
+    renew_leases(ledger, [held.claim_token], LEASE_S)  # a heartbeat that came too late
+    (taken,) = claim_batch(ledger, run.id, "w2", limit=5, lease_s=LEASE_S)
+    assert taken.pk == held.pk
+    with pytest.raises(ClaimLostError):
+        record_step(ledger, held, user_step(held))
 
 
 def check_released_rows_are_ready_again(ledger: Ledger, folder: Path) -> None:
@@ -182,6 +195,7 @@ SCENARIOS = [
     check_live_lease_is_not_taken,
     check_expired_lease_is_taken_and_the_old_worker_fenced,
     check_renewed_lease_is_kept,
+    check_a_lease_that_ran_out_is_not_renewed,
     check_released_rows_are_ready_again,
     check_success_needs_its_steps,
     check_fencing_comes_before_invariants,
