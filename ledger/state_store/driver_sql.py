@@ -42,10 +42,6 @@ class DriverStatement:
             itemgetter(*order) if len(order) > 1 else (lambda row: tuple(row[i] for i in order))
         )
 
-    def parameters(self, row: Row) -> Row:
-        """The driver's tuple for one row given in the caller's order."""
-        return self._order(row + self._constants) if self._constants else self._order(row)  # type: ignore[no-any-return]
-
     def run(self, connection: Connection, rows: Sequence[Row]) -> int:
         """Execute for every row (one `executemany`); the rows it matched or inserted in all."""
         order = self._order

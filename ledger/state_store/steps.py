@@ -3,8 +3,9 @@
 Every row writes here several times, from as many threads as rows are in flight, and each
 caller returns only once its own write is committed. So the writes go through the ledger's
 group commit (`ledger.group_commit`): those that arrive together share one transaction, in
-which each kind of statement runs once for all of them (`executemany`) as prebuilt Core
-statements (`step_statements`), compiled by SQLAlchemy once:
+which each kind of statement runs once for all of them (`executemany`): prebuilt Core
+statements (`step_statements`), compiled once per dialect and handed to the driver with one
+plain tuple per row, datetimes converted once per group (`driver_sql`):
 
 * the fence of every step write (its claim still holds; its lease pushed out), then one upsert
   of every outcome, then the finish of every row, checked in the same statement against its
