@@ -44,16 +44,30 @@ class GroupWriter(Protocol[P_contra]):
 
 class _Entry(Generic[P]):
     """One write handed in; its thread is woken once: when it is committed (`done`), or to
-    lead the next group."""
+    lead the next group.
 
-    __slots__ = ("done", "error", "payload", "wake", "writer")
+    The wake-up is a bare lock, taken at birth and released by the one who wakes the thread:
+    each thread waits once and is woken once (see `_lead`), and a lock costs a fraction of a
+    `threading.Event`, whose every wait builds a condition's lock anew.
+    """
+
+    __slots__ = ("_signal", "done", "error", "payload", "writer")
 
     def __init__(self, writer: GroupWriter[P], payload: P) -> None:
         self.writer = writer
         self.payload = payload
         self.done = False
         self.error: BaseException | None = None
-        self.wake = threading.Event()
+        self._signal = threading.Lock()
+        self._signal.acquire()
+
+    def wait(self) -> None:
+        """Block until `wake`."""
+        self._signal.acquire()
+
+    def wake(self) -> None:
+        """Let the thread of this write go on (once)."""
+        self._signal.release()
 
 
 class GroupCommit:
@@ -85,7 +99,7 @@ class GroupCommit:
         if not leads:
             # Woken once: when the group holding this write is committed, or to lead the next
             # (each thread is woken for its own write only, never for everyone's).
-            entry.wake.wait()
+            entry.wait()
             leads = not entry.done
         if leads:
             self._lead(entry)
@@ -116,7 +130,7 @@ class GroupCommit:
     def _wake(group: list[_Entry[Any]], mine: _Entry[Any]) -> None:
         for entry in group:
             if entry is not mine:
-                entry.wake.set()
+                entry.wake()
 
     def _hand_over(self, mine: _Entry[Any]) -> None:
         """(With the lock held.) The lead goes to the oldest waiting write, or to nobody."""
@@ -124,7 +138,7 @@ class GroupCommit:
             self._queue.remove(mine)
             mine.done = True
         if self._queue:
-            self._queue[0].wake.set()
+            self._queue[0].wake()
         else:
             self._leading = False
 

@@ -3,8 +3,9 @@
 Every row writes here several times, from as many threads as rows are in flight, and each
 caller returns only once its own write is committed. So the writes go through the ledger's
 group commit (`ledger.group_commit`): those that arrive together share one transaction, in
-which each kind of statement runs once for all of them (`executemany`) as prebuilt Core
-statements (`step_statements`), compiled by SQLAlchemy once:
+which each kind of statement runs once for all of them (`executemany`): prebuilt Core
+statements (`step_statements`), compiled once per dialect and handed to the driver with one
+plain tuple per row, datetimes converted once per group (`driver_sql`):
 
 * the fence of every step write (its claim still holds; its lease pushed out), then one upsert
   of every outcome, then the finish of every row, checked in the same statement against its
@@ -19,9 +20,11 @@ missing), the group is rolled back and each write made again alone, the way it a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -37,7 +40,8 @@ from ledger.records import (
     StepStatus,
     utcnow,
 )
-from ledger.state_store.events import EventValues, append_events, event
+from ledger.state_store.driver_sql import Row, dialect_of
+from ledger.state_store.events import EVENT_INSERT, EventValues, append_events, event
 from ledger.state_store.step_statements import (
     FENCE,
     FINISH,
@@ -71,6 +75,7 @@ class _FinishWrite:
 
 
 _Write = _StepWrite | _FinishWrite
+_STEP_NAMES = frozenset(StepName)
 
 
 class _Refused(Exception):
@@ -98,7 +103,7 @@ def record_steps(
     if not outcomes:
         return
     for outcome in outcomes:
-        if outcome.step not in set(StepName):
+        if outcome.step not in _STEP_NAMES:
             raise InvariantError(f"unknown step {outcome.step!r}")
     ledger.group.submit(STEP_WRITER, _StepWrite(ledger, row, tuple(outcomes), lease_s))
 
@@ -141,25 +146,38 @@ class _StepWriter:
     """The group commit's writer of step records and finishes (see the module docstring)."""
 
     def write_many(self, connection: Connection, payloads: Sequence[_Write]) -> None:
+        dialect = dialect_of(connection)
         now = utcnow()
+        at = dialect.datetime(now)
         steps = [write for write in payloads if isinstance(write, _StepWrite)]
         finishes = [write for write in payloads if isinstance(write, _FinishWrite)]
-        events: list[EventValues] = []
+        events: list[Row] = []
         if steps:
-            fenced = _execute_many(connection, FENCE, [_fence_params(w, now) for w in steps])
-            if fenced != len(steps):
+            leases: dict[float | None, Any] = {None: None}  # lease_s -> the lease's end
+            fences: list[Row] = []
+            for write in steps:
+                lease_s = write.lease_s
+                if lease_s is not None and lease_s not in leases:
+                    leases[lease_s] = dialect.datetime(now + timedelta(seconds=lease_s))
+                fences.append((write.row.pk, write.row.claim_token, at, leases[lease_s]))
+            if dialect.statement(FENCE, FENCE_NAMES).run(connection, fences) != len(steps):
                 raise _Refused
-            upsert = STEP_UPSERTS[connection.dialect.name]
-            connection.execute(
-                upsert, [_step_values(w.row, o, now) for w in steps for o in w.outcomes]
-            )
-            events.extend(_step_event(w.row, o, now) for w in steps for o in w.outcomes)
+            values: list[Row] = []
+            for write in steps:
+                row = write.row
+                for outcome in write.outcomes:
+                    values.append(_step_row(row.pk, outcome, at))
+                    events.append(_step_event_row(row, outcome, at))
+            upsert = dialect.statement(STEP_UPSERTS[dialect.name], STEP_COLUMNS, insert=True)
+            upsert.run(connection, values)
         if finishes:
-            params = [_finish_params(write, now) for write in finishes]
-            if _execute_many(connection, FINISH_CHECKED, params) != len(finishes):
+            params = [_finish_row(write, at) for write in finishes]
+            finish = dialect.statement(FINISH_CHECKED, FINISH_NAMES)
+            if finish.run(connection, params) != len(finishes):
                 raise _Refused
-            events.extend(_finish_event(write, now) for write in finishes)
-        append_events(connection, events)
+            events.extend(_finish_event_row(write, at) for write in finishes)
+        if events:
+            dialect.statement(EVENT_INSERT, EVENT_COLUMNS, insert=True).run(connection, events)
 
     def write_one(self, payload: _Write) -> None:
         if isinstance(payload, _StepWrite):
@@ -170,22 +188,98 @@ class _StepWriter:
 
 STEP_WRITER = _StepWriter()
 
+# The order of each statement's values in the rows handed to the driver (`driver_sql`).
+FENCE_NAMES = ("b_pk", "b_token", "b_now", "b_lease_until")
+STEP_COLUMNS = (
+    "row_pk",
+    "step",
+    "entity_type",
+    "entity_key",
+    "status",
+    "attempts",
+    "http_status",
+    "remote_id",
+    "message",
+    "tracking_id",
+    "updated_at",
+)
+FINISH_NAMES = (
+    "b_pk",
+    "b_token",
+    "b_status",
+    "b_reason_code",
+    "b_reason_message",
+    "b_reason_step",
+    "b_http_status",
+    "b_now",
+    "b_required",
+    *(slot.key for slot in REQUIRED_SLOTS),
+)
+EVENT_COLUMNS = ("run_id", "row_pk", "kind", "step", "detail_json", "at")
+_NO_NAMES = (None,) * len(REQUIRED_SLOTS)
 
-def _execute_many(connection: Connection, statement: Any, params: list[dict[str, Any]]) -> int:
-    """Run an UPDATE for every parameter set; the rows it matched in all."""
-    if len(params) == 1 or not connection.dialect.supports_sane_multi_rowcount:
-        return sum(int(connection.execute(statement, one).rowcount) for one in params)
-    return int(connection.execute(statement, params).rowcount)
+
+def _step_row(row_pk: int, outcome: StepOutcome, at: Any) -> Row:
+    status = outcome.status
+    return (
+        row_pk,
+        outcome.step,
+        outcome.entity_type,
+        outcome.entity_key,
+        status,
+        1 if status == StepStatus.STARTED else 0,
+        outcome.http_status,
+        outcome.remote_id,
+        outcome.message,
+        outcome.tracking_id,
+        at,
+    )
 
 
-def _fence_params(write: _StepWrite, now: datetime) -> dict[str, Any]:
-    lease_s = write.lease_s
-    return {
-        "b_pk": write.row.pk,
-        "b_token": write.row.claim_token,
-        "b_now": now,
-        "b_lease_until": None if lease_s is None else now + timedelta(seconds=lease_s),
-    }
+def _step_event_row(row: ClaimedRow, outcome: StepOutcome, at: Any) -> Row:
+    # What `event` stores for detail={"remote_id": ..., "http_status": ...}, built directly.
+    http_status = _json(outcome.http_status)
+    detail_json = f'{{"http_status": {http_status}, "remote_id": {_json(outcome.remote_id)}}}'
+    return (row.run_id, row.pk, f"step_{outcome.status}", outcome.step, detail_json, at)
+
+
+def _json(value: object) -> str:
+    """`json.dumps(value)`, the common cases without the encoder's set-up."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    return json.dumps(value)
+
+
+def _finish_row(write: _FinishWrite, at: Any) -> Row:
+    required = write.required
+    slots = len(REQUIRED_SLOTS)
+    # More names than steps: some name no step, so the finish is refused and made alone,
+    # where the missing ones are named.
+    expected = len(required) if len(required) <= slots else -1
+    named = required[:slots] + _NO_NAMES[len(required) :]
+    row = write.row
+    head = (
+        row.pk,
+        row.claim_token,
+        write.status,
+        write.reason_code,
+        write.reason_message,
+        write.reason_step,
+        write.http_status,
+        at,
+        expected,
+    )
+    return head + named
+
+
+def _finish_event_row(write: _FinishWrite, at: Any) -> Row:
+    detail_json = f'{{"reason_code": {_json(write.reason_code)}}}'
+    row = write.row
+    return (row.run_id, row.pk, write.status, write.reason_step, detail_json, at)
 
 
 def _step_values(row: ClaimedRow, outcome: StepOutcome, now: datetime) -> dict[str, Any]:
@@ -208,27 +302,6 @@ def _step_event(row: ClaimedRow, outcome: StepOutcome, now: datetime) -> EventVa
     detail = {"remote_id": outcome.remote_id, "http_status": outcome.http_status}
     kind = f"step_{outcome.status}"
     return event(row.run_id, kind, now, row_pk=row.pk, step=outcome.step, detail=detail)
-
-
-def _finish_params(write: _FinishWrite, now: datetime) -> dict[str, Any]:
-    named: list[str | None] = list(write.required[: len(REQUIRED_SLOTS)])
-    named += [None] * (len(REQUIRED_SLOTS) - len(named))
-    # More names than steps: some name no step, so the finish is refused and made alone,
-    # where the missing ones are named.
-    expected = len(write.required) if len(write.required) <= len(REQUIRED_SLOTS) else -1
-    params: dict[str, Any] = {
-        "b_pk": write.row.pk,
-        "b_token": write.row.claim_token,
-        "b_status": write.status,
-        "b_reason_code": write.reason_code,
-        "b_reason_message": write.reason_message,
-        "b_reason_step": write.reason_step,
-        "b_http_status": write.http_status,
-        "b_now": now,
-        "b_required": expected,
-    }
-    params.update({f"b_required_{index}": name for index, name in enumerate(named)})
-    return params
 
 
 def _finish_event(write: _FinishWrite, now: datetime) -> EventValues:
