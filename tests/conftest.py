@@ -4,6 +4,10 @@ Every test starts with none of SPEC section 2's variables set (the developer's s
 leak a token or a BATCH_SIZE into a test). `ledger_env` goes further for tests of the CLI: the
 working directory (where `.env` is read) is a fresh temporary folder, and the ledger, the
 artifacts and the log all live inside it.
+
+A fresh ledger is migrated once per session and copied for each test that asks for one
+(`sqlite_ledger`, `jobs`; `postgres_ledger_url` on PostgreSQL): migrating is the slow part of
+opening a new ledger, and the migrations have tests of their own (test_schema.py).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from ledger.config import Settings
+from ledger.database import Ledger, open_ledger
 from tests.support.cli import LedgerEnv
-from tests.support.ledgers import MixedRun, build_mixed_run
+from tests.support.ledgers import MixedRun, build_mixed_run, copy_ledger, migrated_ledger_file
 from tests.support.postgres import PostgresServer, migrated_template, throwaway_cluster
 from tests.support.work import Jobs
 
@@ -40,10 +45,24 @@ def ledger_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LedgerEnv:
     return env
 
 
+@pytest.fixture(scope="session")
+def sqlite_ledger_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite ledger migrated to head, never opened by a test: copy it (copy_ledger)."""
+    return migrated_ledger_file(tmp_path_factory.mktemp("template") / "ledger.db")
+
+
 @pytest.fixture
-def jobs(tmp_path: Path) -> Iterator[Jobs]:
+def sqlite_ledger(tmp_path: Path, sqlite_ledger_template: Path) -> Iterator[Ledger]:
+    """A fresh, empty SQLite ledger at tmp_path/l.db, open; disposed at the test's end."""
+    opened = open_ledger(copy_ledger(sqlite_ledger_template, tmp_path / "l.db"))
+    yield opened
+    opened.dispose()
+
+
+@pytest.fixture
+def jobs(tmp_path: Path, sqlite_ledger_template: Path) -> Iterator[Jobs]:
     """Jobs of `ledger work` under tmp_path, on one fake clock; closed at the test's end."""
-    with Jobs(tmp_path) as made:
+    with Jobs(tmp_path, template=sqlite_ledger_template) as made:
         yield made
 
 

@@ -13,30 +13,59 @@ from pathlib import Path
 
 import pytest
 
-from ledger.config import load_settings
+from ledger.config import Settings, load_settings
 from ledger.error_handling import UsageError
 from ledger.row_rules import COLUMNS
 from ledger.sql_query import read_only_statement
 from tests.support.cli import LedgerEnv, assert_exit, invoke
 from tests.support.csvfiles import write_csv
+from tests.support.ledgers import copy_ledger
 from tests.support.people import person
+from tests.support.postgres import PostgresServer
 
 ROWS = 3
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 ENDLESS = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
 
 
+def ingest_once(folder: Path, url: str) -> None:
+    """`ledger ingest` of ROWS people into the ledger at `url`, run from `folder`, with no
+    setting from the shell (as the `ledger_env` fixture does for a test)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in Settings.model_fields:
+            patch.delenv(name, raising=False)
+        patch.chdir(folder)
+        people = write_csv(folder / "users.csv", COLUMNS, [person(n) for n in range(1, ROWS + 1)])
+        env = {"LEDGER_OUTPUT_DIR": str(folder / "out"), "LEDGER_LOG_FILE": str(folder / "log")}
+        assert_exit(invoke("ingest", str(people), "--db", url, env=env), 0)
+
+
+@pytest.fixture(scope="module")
+def ingested_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ingested")
+    ingest_once(folder, f"sqlite:///{folder}/l.db")
+    return folder / "l.db"
+
+
+@pytest.fixture(scope="module")
+def ingested_postgres(
+    postgres_server: PostgresServer,
+    _postgres_ledger_template: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    url = postgres_server.create_database(template=_postgres_ledger_template)
+    ingest_once(tmp_path_factory.mktemp("ingested"), url)
+    return url.rsplit("/", 1)[1]
+
+
 @pytest.fixture(params=ENGINES)
 def ledger_url(request: pytest.FixtureRequest, ledger_env: LedgerEnv) -> str:
-    """A ledger holding one run of ROWS rows, on each engine."""
+    """A ledger holding one run of ROWS rows, on each engine: a copy of one ingested once per
+    module, so that a write that got through cannot reach another test."""
     if request.param == "sqlite":
-        url = ledger_env.db_url
-    else:
-        url = str(request.getfixturevalue("postgres_ledger_url"))
-    rows = [person(n) for n in range(1, ROWS + 1)]
-    people = write_csv(ledger_env.root / "users.csv", COLUMNS, rows)
-    assert_exit(invoke("ingest", str(people), "--db", url), 0)
-    return url
+        return copy_ledger(request.getfixturevalue("ingested_sqlite"), ledger_env.db_path)
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database(template=request.getfixturevalue("ingested_postgres"))
 
 
 def sql(url: str, query: str, **env: str) -> tuple[int, str, str]:

@@ -2,6 +2,7 @@
 worked by the product's own `Worker` and `WebexClient` against the simulator in-process.
 
     jobs = Jobs(tmp_path)                      # closes every ledger and client at exit
+    jobs = Jobs(tmp_path, template=path)       # ledgers copied from a migrated one (faster)
     job = jobs.start([person(1), person(2)], faults=FaultConfig(...), BATCH_SIZE=30)
     report = job.work()                        # a Worker run; `transport=` to script answers
     job.rows()[1].status, job.steps(1)["user"].status, job.results(), job.pending()
@@ -37,6 +38,7 @@ from ledger.row_rules import COLUMNS
 from ledger.simulator import FaultConfig, LoggedRequest, Simulator
 from tests.support.clock import FakeTime
 from tests.support.csvfiles import read_csv, write_csv
+from tests.support.ledgers import copy_ledger
 
 TOKEN = "test-token-0123456789"
 BASE_URL = "https://webex.test/v1"
@@ -120,6 +122,8 @@ class Job:
         self.settings = make_settings(root, **config)
         self.out_dir = self.settings.LEDGER_OUTPUT_DIR
         self.csv_path = write_csv(root / "input.csv", COLUMNS, rows)
+        if jobs.template is not None and "LEDGER_DATABASE_URL" not in config:
+            copy_ledger(jobs.template, root / "ledger.db")
         self.ledger: Ledger = open_ledger(self.settings.LEDGER_DATABASE_URL)
         jobs.ledgers.append(self.ledger)
         self.run: RunInfo = ingest_file(self.ledger, self.csv_path, self.settings).run
@@ -233,8 +237,9 @@ class Job:
 class Jobs:
     """Makes jobs under tmp_path and closes what they opened."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, template: Path | None = None) -> None:
         self.root = root
+        self.template = template
         self.time = FakeTime()
         self.ledgers: list[Ledger] = []
         self.clients: list[WebexClient] = []
