@@ -23,6 +23,10 @@ from ledger.data_pipeline import (
 from ledger.error_handling import InputFileError, ReasonCode
 from ledger.row_rules import (
     COLUMNS,
+    EXTENSION_MAX,
+    LOCATION_NAME_MAX,
+    MAX_CELL_CHARS,
+    NAME_MAX,
     InvalidRow,
     LocationSpec,
     UserRow,
@@ -198,7 +202,7 @@ def test_display_name_given_is_kept_and_names_alone_suffice() -> None:
         ({"email": "ana garcia@example.com"}, "invalid_email", "email"),
         ({"email": "ana@exa mple.com"}, "invalid_email", "email"),
         ({"email": "a" * 65 + "@example.com"}, "invalid_email", "email"),
-        ({"first_name": "A" * 31}, "invalid_name", "first_name"),
+        ({"first_name": "A" * (NAME_MAX + 1)}, "invalid_name", "first_name"),
         ({"last_name": "O<Brien"}, "invalid_name", "last_name"),
         ({"last_name": 'say "hi"'}, "invalid_name", "last_name"),
         ({"display_name": "100% Ana"}, "invalid_name", "display_name"),
@@ -209,7 +213,7 @@ def test_display_name_given_is_kept_and_names_alone_suffice() -> None:
         ({"phone_number": "+1234567890123456"}, "invalid_phone", "phone_number"),
         ({"extension": "1"}, "invalid_extension", "extension"),
         ({"extension": "12a4"}, "invalid_extension", "extension"),
-        ({"extension": "12345678901"}, "invalid_extension", "extension"),
+        ({"extension": "1" * (EXTENSION_MAX + 1)}, "invalid_extension", "extension"),
         ({"extension": "+2001"}, "invalid_extension", "extension"),
         ({"voicemail_rings": "1"}, "invalid_value", "voicemail_rings"),
         ({"voicemail_rings": "21"}, "invalid_value", "voicemail_rings"),
@@ -231,8 +235,8 @@ def test_display_name_given_is_kept_and_names_alone_suffice() -> None:
             "location_announcement_language",
         ),
         ({"location_country": "ESP"}, "invalid_value", "location_country"),
-        ({"location_name": "L" * 81}, "invalid_value", "location_name"),
-        ({"department": "x" * 1001}, "invalid_value", "department"),
+        ({"location_name": "L" * (LOCATION_NAME_MAX + 1)}, "invalid_value", "location_name"),
+        ({"department": "x" * (MAX_CELL_CHARS + 1)}, "invalid_value", "department"),
     ],
 )
 def test_invalid_values_are_rejected_with_reason_and_field(

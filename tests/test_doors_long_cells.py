@@ -1,10 +1,11 @@
 """A cell too long for its column is rejected with that column's reason code (SPEC section 3):
-a first or last name longer than 30 characters is `invalid_name`, however long it is."""
+a first or last name longer than NAME_MAX characters is `invalid_name`, however long it is."""
 
 from __future__ import annotations
 
 import pytest
 
+from ledger.row_rules import MAX_CELL_CHARS, NAME_MAX
 from tests.support.cli import LedgerEnv, assert_exit, invoke
 from tests.support.csvfiles import read_csv, write_csv
 
@@ -18,7 +19,7 @@ HEADER = [
     "phone_number",
     "department",
 ]
-HUGE = 100_000
+HUGE = 100 * MAX_CELL_CHARS
 
 
 def row(n: int, **cells: str) -> list[str]:
@@ -36,7 +37,7 @@ def row(n: int, **cells: str) -> list[str]:
 @pytest.mark.parametrize(
     ("cells", "reason", "field"),
     [
-        ({"first_name": "A" * 31}, "invalid_name", "first_name"),
+        ({"first_name": "A" * (NAME_MAX + 1)}, "invalid_name", "first_name"),
         ({"first_name": "A" * HUGE}, "invalid_name", "first_name"),
         ({"last_name": "L" * HUGE}, "invalid_name", "last_name"),
         ({"display_name": "D" * HUGE}, "invalid_name", "display_name"),
@@ -47,7 +48,7 @@ def row(n: int, **cells: str) -> list[str]:
         ({"department": "S" * HUGE}, "invalid_value", "department"),
     ],
     ids=[
-        "first-31",
+        "first-one-past-the-limit",
         "first-huge",
         "last-huge",
         "display-huge",
