@@ -20,6 +20,7 @@ import pytest
 from ledger.config import Settings
 from ledger.database import Ledger, open_ledger
 from tests.support.cli import LedgerEnv
+from tests.support.clock import FakeTime
 from tests.support.ledgers import MixedRun, build_mixed_run, copy_ledger, migrated_ledger_file
 from tests.support.postgres import PostgresServer, migrated_template, throwaway_cluster
 from tests.support.work import Jobs
@@ -29,6 +30,12 @@ from tests.support.work import Jobs
 def _no_config_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in Settings.model_fields:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    """A fake clock: time moves only when something sleeps on it or the test advances it."""
+    return FakeTime()
 
 
 @pytest.fixture
@@ -99,3 +106,11 @@ def _postgres_ledger_template(postgres_server: PostgresServer) -> str:
 def postgres_ledger_url(postgres_server: PostgresServer, _postgres_ledger_template: str) -> str:
     """The URL of a fresh database already migrated to head (faster than migrating each)."""
     return postgres_server.create_database(template=_postgres_ledger_template)
+
+
+@pytest.fixture
+def pg_ledger(postgres_ledger_url: str) -> Iterator[Ledger]:
+    """A fresh, empty PostgreSQL ledger, open; disposed at the test's end."""
+    opened = open_ledger(postgres_ledger_url)
+    yield opened
+    opened.dispose()

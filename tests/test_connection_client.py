@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -39,7 +38,7 @@ from ledger.logs import (
 )
 from ledger.pacing import AdaptiveRateLimiter, Throttle
 from ledger.responses import parse_retry_after, require_fields, require_list, require_str
-from tests.support.client import BASE, TOKEN, make_settings
+from tests.support.client import BASE, TOKEN, make_settings, mock_client
 from tests.support.clock import WALL_START, FakeTime
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -64,22 +63,11 @@ class Recorder:
         return answer
 
 
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
 def make_client(
     fake_time: FakeTime, recorder: Recorder, *, adaptive: bool = True, **overrides: Any
 ) -> WebexClient:
-    return WebexClient(
-        make_settings(**overrides),
-        transport=httpx.MockTransport(recorder),
-        sleep=fake_time.sleep,
-        clock=fake_time.monotonic,
-        wall_clock=fake_time.wall,
-        rng=random.Random(7),
-        adaptive_rate_limit=adaptive,
+    return mock_client(
+        make_settings(**overrides), fake_time, recorder, adaptive_rate_limit=adaptive
     )
 
 

@@ -18,7 +18,7 @@ import ledger.ingest as ingest_module
 from ledger.config import load_settings
 from ledger.database import open_ledger
 from ledger.ingest import ingest_file
-from tests.support.cli import LedgerEnv, assert_exit, invoke
+from tests.support.cli import LedgerEnv, assert_exit, ingest, invoke, run_count
 from tests.support.csvfiles import write_csv
 from tests.support.people import person
 from tests.support.work import Jobs
@@ -31,20 +31,11 @@ def users_csv(env: LedgerEnv, name: str = "users.csv", rows: int = 2) -> Path:
     return write_csv(env.root / name, HEADER, people)
 
 
-def ingest(env: LedgerEnv, path: Path, env_vars: dict[str, str] | None = None) -> Result:
-    return invoke("ingest", str(path), "--db", env.db_url, env=env_vars)
-
-
 def one_line(result: Result) -> str:
     assert_exit(result, 2)
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
-
-
-def run_count(env: LedgerEnv) -> int:
-    with closing(sqlite3.connect(env.root / "l.db")) as connection:
-        return int(connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
 
 # --- export --out -----------------------------------------------------------------------------
@@ -73,7 +64,7 @@ def test_export_to_an_unusable_folder_is_exit_2_naming_it(
 
 def test_a_ledger_from_a_newer_version_is_refused_by_every_command(ledger_env: LedgerEnv) -> None:
     assert_exit(ingest(ledger_env, users_csv(ledger_env)), 0)
-    with closing(sqlite3.connect(ledger_env.root / "l.db")) as connection:
+    with closing(sqlite3.connect(ledger_env.db_path)) as connection:
         connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
         connection.commit()
     for result in (
@@ -133,7 +124,7 @@ def test_a_data_cell_past_the_field_limit_refuses_the_file_naming_its_row(
 
 
 def test_an_empty_log_file_setting_is_a_config_error(ledger_env: LedgerEnv) -> None:
-    line = one_line(ingest(ledger_env, users_csv(ledger_env), {"LEDGER_LOG_FILE": ""}))
+    line = one_line(ingest(ledger_env, users_csv(ledger_env), LEDGER_LOG_FILE=""))
     assert "LEDGER_LOG_FILE" in line
     assert not (ledger_env.root / "l.db").exists()
 

@@ -12,15 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import LedgerEnv, assert_exit, invoke
-from tests.support.csvfiles import write_csv
+from tests.support.csvfiles import one_user_csv
 
 
 def users_csv(env: LedgerEnv) -> Path:
-    return write_csv(
-        env.root / "users.csv",
-        ["email", "first_name", "location_name", "extension"],
-        [["a@example.com", "A", "HQ", "10"]],
-    )
+    return one_user_csv(env.root / "users.csv")
 
 
 @pytest.mark.parametrize("command", ["ingest", "retry"])

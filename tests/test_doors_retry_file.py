@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import tracemalloc
-from contextlib import closing
-from pathlib import Path
 
 import pytest
 
 from ledger.cells import neutralise, restore
-from tests.support.cli import LedgerEnv, assert_exit, invoke
+from ledger.row_rules import NAME_MAX
+from tests.support.cli import LedgerEnv, assert_exit, ingest, invoke, query
 from tests.support.csvfiles import read_csv, write_csv
 
 # `=notes` and `-tag` are columns ledger does not use: kept in the raw row, and in the retry
@@ -41,28 +39,25 @@ ROWS = [
     ["bo@example.com", "-Bo", "Ng", "", "HQ", "", "+1 512 555 0199", "@lead", "", "=1+2", "-x"],
     ["BO@example.com", "-Bo", "Ng", "", "HQ", "", "+1 512 555 0199", "@lead", "", "=1+2", "-x"],
     ["cy@example.com", "=Cy", "Li", "", "HQ", "", "-555", "", "", "+SUM(A1)", ""],
-    ["di@example.com", "Di", "X" * 31, "", "HQ", "1003", "", "\tcmd", "", "", "@"],
+    ["di@example.com", "Di", "X" * (NAME_MAX + 1), "", "HQ", "1003", "", "\tcmd", "", "", "@"],
     ["ed@example.com", "Ed", "Ko", "+Boss", "-Lab", "1004", "", "-cmd", "99", "\r-1", "'-q"],
 ]
 
 
-def ingest(env: LedgerEnv, path: Path) -> None:
-    assert_exit(invoke("ingest", str(path), "--db", env.db_url), 0)
-
-
 def rows_of_run(env: LedgerEnv, run: int) -> list[tuple[int, str, str | None, str | None, str]]:
     """(row_id, status, reason_code, normalized_json, raw_json) of a run, by row_id."""
-    with closing(sqlite3.connect(env.root / "l.db")) as connection:
-        return connection.execute(
-            "SELECT row_id, status, reason_code, normalized_json, raw_json FROM rows "
-            "WHERE run_id = ? ORDER BY row_id",
-            (run,),
-        ).fetchall()
+    return query(
+        env,
+        "SELECT row_id, status, reason_code, normalized_json, raw_json FROM rows "
+        "WHERE run_id = ? ORDER BY row_id",
+        run,
+    )
 
 
 def test_reingesting_the_retry_file_gives_back_the_same_rows(ledger_env: LedgerEnv) -> None:
     # CRLF line ends, so that the csv module quotes the cell holding a carriage return.
-    ingest(ledger_env, write_csv(ledger_env.root / "users.csv", HEADER, ROWS, newline="\r\n"))
+    users = write_csv(ledger_env.root / "users.csv", HEADER, ROWS, newline="\r\n")
+    assert_exit(ingest(ledger_env, users), 0)
     original = rows_of_run(ledger_env, 1)
     assert [(row[1], row[2]) for row in original] == [
         ("ready", None),
@@ -81,7 +76,7 @@ def test_reingesting_the_retry_file_gives_back_the_same_rows(ledger_env: LedgerE
     assert written[0][-3:-1] == ["'=notes", "'-tag"]
     assert written[1][1] == "'-Bo"
 
-    ingest(ledger_env, retry_file)
+    assert_exit(ingest(ledger_env, retry_file), 0)
     again = rows_of_run(ledger_env, 2)
     # The duplicate, now alone, is accepted as row 1 was: same normalized values.
     assert again[0][1:3] == ("ready", None)
@@ -137,7 +132,7 @@ def test_the_retry_file_is_written_as_it_is_read_not_built_in_memory(
         handle.write(",".join(header) + "\n")
         for index in range(1000):
             handle.write(f"user{index}@example.com,A,HQ,{1000 + index}\n")  # malformed_row
-    ingest(ledger_env, path)
+    assert_exit(ingest(ledger_env, path), 0)
     assert_exit(invoke("export", "--db", ledger_env.db_url), 0)  # the first one warms caches
     tracemalloc.start()
     try:

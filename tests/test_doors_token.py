@@ -11,19 +11,14 @@ import pytest
 
 from ledger.config import load_settings
 from tests.support.cli import LedgerEnv, assert_exit, invoke
-from tests.support.csvfiles import write_csv
+from tests.support.csvfiles import one_user_csv
 
 FIRST_HALF = "NmQ1YzFirstHalf0042"
 SECOND_HALF = "SECONDhalfOfTheToken77"
 
 
 def users_csv(env: LedgerEnv) -> str:
-    path = write_csv(
-        env.root / "users.csv",
-        ["email", "first_name", "location_name", "extension"],
-        [["a@x.com", "A", "HQ", "10"]],
-    )
-    return str(path)
+    return str(one_user_csv(env.root / "users.csv"))
 
 
 @pytest.mark.parametrize("inside", ["\n", "\r\n", " ", "\t"], ids=["lf", "crlf", "space", "tab"])

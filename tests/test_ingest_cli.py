@@ -20,7 +20,15 @@ from ledger.database import open_ledger
 from ledger.ingest import ingest_file
 from ledger.row_rules import LocationSpec, UserRow
 from ledger.writers import REJECTED_COLUMNS, neutralise
-from tests.support.cli import LedgerEnv, assert_exit, assert_no_traceback, invoke
+from tests.support.cli import (
+    LedgerEnv,
+    assert_exit,
+    assert_no_traceback,
+    ingest,
+    invoke,
+    query,
+    run_count,
+)
 from tests.support.csvfiles import read_csv, write_csv
 from tests.support.people import person
 
@@ -52,21 +60,6 @@ def write_people(
     newline: str = "\n",
 ) -> Path:
     return write_csv(path, header, people, bom=bom, newline=newline)
-
-
-def ingest(env: LedgerEnv, path: Path, **variables: str) -> Result:
-    return invoke("ingest", str(path), "--db", env.db_url, env=variables or None)
-
-
-def query(env: LedgerEnv, sql: str) -> list[tuple[object, ...]]:
-    with closing(sqlite3.connect(env.root / "l.db")) as connection:
-        return connection.execute(sql).fetchall()
-
-
-def run_count(env: LedgerEnv) -> int:
-    if not (env.root / "l.db").exists():
-        return 0
-    return int(query(env, "SELECT COUNT(*) FROM runs")[0][0])
 
 
 def row_states(env: LedgerEnv) -> list[tuple[object, ...]]:

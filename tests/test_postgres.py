@@ -6,7 +6,7 @@ Skipped, with the reason, where the PostgreSQL server binaries are not installed
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,6 @@ from tests.support.schema import (
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_ledger(postgres_ledger_url: str) -> Iterator[Ledger]:
-    opened = open_ledger(postgres_ledger_url)
-    yield opened
-    opened.dispose()
 
 
 def test_open_ledger_migrates_an_empty_database_to_head(postgres_url: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 from collections.abc import Callable, Iterator
 from itertools import combinations
@@ -24,7 +23,7 @@ from ledger.connection_client import WebexClient
 from ledger.error_handling import ConfigError, HTTPStatusError, ReasonCode
 from ledger.logs import configure_logging, shutdown_logging
 from tests.support.cli import LedgerEnv, assert_exit, invoke
-from tests.support.client import BASE, TOKEN, make_settings
+from tests.support.client import BASE, TOKEN, make_settings, mock_client
 from tests.support.clock import FakeTime
 
 CLIENT_ID = "C0ffee-client-id-0001"
@@ -107,23 +106,11 @@ class FakeWebex:
         return [parse_qs(request.content.decode()) for request in self.grant_requests]
 
 
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
 def make_client(
     fake_time: FakeTime, webex: FakeWebex, *, credentials: bool = True, **overrides: Any
 ) -> WebexClient:
     settings = make_settings(**(CREDENTIALS if credentials else {}), **overrides)
-    return WebexClient(
-        settings,
-        transport=httpx.MockTransport(webex),
-        sleep=fake_time.sleep,
-        clock=fake_time.monotonic,
-        wall_clock=fake_time.wall,
-        rng=random.Random(7),
-    )
+    return mock_client(settings, fake_time, webex)
 
 
 # --- the client -------------------------------------------------------------------------------

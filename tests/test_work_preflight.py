@@ -6,21 +6,17 @@ closed port left them all pending `retry_exhausted`, and `work` exited 0.)"""
 from __future__ import annotations
 
 import socket
-import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from typer.testing import Result
 
-from ledger.row_rules import COLUMNS
 from ledger.simulator import FaultConfig, OAuthClient, Simulator, running_server
-from tests.support.cli import LedgerEnv, assert_exit, invoke
-from tests.support.csvfiles import write_csv
-from tests.support.people import person
+from tests.support.cli import LedgerEnv, assert_exit, ingest_people, invoke, query, row_statuses
 from tests.support.work import TOKEN
 
 ROWS = 12
@@ -28,8 +24,7 @@ FAST = {"MAX_RETRIES": "1", "RETRY_BACKOFF_S": "0.01", "REQUEST_TIMEOUT_S": "5"}
 
 
 def ingested(env: LedgerEnv) -> None:
-    path = write_csv(env.root / "users.csv", COLUMNS, [person(n) for n in range(1, ROWS + 1)])
-    assert_exit(invoke("ingest", str(path), "--db", env.db_url, env={"BATCH_SIZE": "5"}), 0)
+    ingest_people(env, ROWS, BATCH_SIZE="5")
 
 
 def work(env: LedgerEnv, base_url: str, token: str = TOKEN) -> Result:
@@ -38,11 +33,9 @@ def work(env: LedgerEnv, base_url: str, token: str = TOKEN) -> Result:
 
 
 def assert_untouched(env: LedgerEnv) -> None:
-    with closing(sqlite3.connect(env.root / "l.db")) as db:
-        statuses = dict(db.execute("SELECT status, count(*) FROM rows GROUP BY status"))
-        steps = db.execute("SELECT count(*) FROM steps").fetchone()[0]
-        claims = db.execute("SELECT count(*) FROM events WHERE kind = 'claimed'").fetchone()[0]
-    assert statuses == {"ready": ROWS}
+    steps = query(env, "SELECT count(*) FROM steps")[0][0]
+    claims = query(env, "SELECT count(*) FROM events WHERE kind = 'claimed'")[0][0]
+    assert row_statuses(env) == {"ready": ROWS}
     assert (steps, claims) == (0, 0)
 
 

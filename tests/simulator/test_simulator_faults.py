@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,31 +10,7 @@ import pytest
 
 from ledger.simulator import PROFILES, Fault, FaultConfig, SimRequest, SimResponse, Simulator
 from tests.support.clock import FakeTime
-from tests.support.simulator import AUTH, BASE, LOCATION
-
-
-@pytest.fixture
-def clock() -> FakeTime:
-    return FakeTime(start=1000.0)
-
-
-def client_for(sim: Simulator) -> httpx.Client:
-    return httpx.Client(transport=sim.transport(), base_url=BASE, headers=AUTH)
-
-
-@pytest.fixture
-def make(clock: FakeTime) -> Iterator[Any]:
-    clients: list[httpx.Client] = []
-
-    def build(**faults: Any) -> tuple[Simulator, httpx.Client]:
-        sim = Simulator(faults=FaultConfig(**faults), clock=clock)
-        client = client_for(sim)
-        clients.append(client)
-        return sim, client
-
-    yield build
-    for client in clients:
-        client.close()
+from tests.support.simulator import AUTH, LOCATION
 
 
 def get(sim: Simulator, path: str = "/v1/licenses") -> SimResponse | Fault:

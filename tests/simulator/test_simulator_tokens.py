@@ -10,18 +10,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from ledger.simulator import FaultConfig, OAuthClient, SimRequest, Simulator
+from ledger.simulator import OAuthClient, SimRequest, Simulator
 from ledger.simulator.routes import ROUTES
 from ledger.simulator.tokens import TOKEN_PATH
 from tests.support.clock import FakeTime
 from tests.support.openapi import load_contract
-from tests.support.simulator import AUTH, BASE, LOCATION
+from tests.support.simulator import BASE, LOCATION
 
 FORM = {
     "grant_type": "refresh_token",
@@ -29,26 +28,6 @@ FORM = {
     "client_secret": "sim-client-secret",
     "refresh_token": "sim-refresh-token",
 }
-
-
-@pytest.fixture
-def clock() -> FakeTime:
-    return FakeTime(start=1000.0)
-
-
-@pytest.fixture
-def make(clock: FakeTime) -> Iterator[Any]:
-    clients: list[httpx.Client] = []
-
-    def build(token: str | None = None, **faults: Any) -> tuple[Simulator, httpx.Client]:
-        sim = Simulator(faults=FaultConfig(**faults), token=token, clock=clock)
-        client = httpx.Client(transport=sim.transport(), base_url=BASE, headers=AUTH)
-        clients.append(client)
-        return sim, client
-
-    yield build
-    for client in clients:
-        client.close()
 
 
 def refresh(client: httpx.Client, **changes: str | None) -> httpx.Response:

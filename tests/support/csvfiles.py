@@ -49,3 +49,12 @@ def write_csv(
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def one_user_csv(path: Path) -> Path:
+    """The smallest valid input: one user, with the columns a row needs."""
+    return write_csv(
+        path,
+        ["email", "first_name", "location_name", "extension"],
+        [["a@example.com", "A", "HQ", "10"]],
+    )
