@@ -29,10 +29,9 @@ from tests.support.system import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     Workspace,
-    ingest,
-    ledger_env,
+    in_background,
+    ingested,
     running_simulator,
-    start_ledger,
 )
 from tests.support.system_checks import (
     check_artifacts,
@@ -45,6 +44,7 @@ from tests.support.system_checks import (
 
 ROWS = 2000
 KILLS = 20
+KILL_ROWS_MAX = 100
 MAX_STARTS = 60  # kills plus restarts: a run that never finishes fails, it does not hang
 KILL_SEED = 20240607
 # The lag outlasts a restart plus a lease (about 3 s): a restarted worker that forgot a
@@ -96,7 +96,7 @@ def kill_moment(rng: random.Random) -> tuple[str, float]:
     others once the worker has finished a random number of rows (mid-batch, mid-row)."""
     if rng.random() < 0.25:
         return "seconds", round(rng.uniform(0.2, 1.5), 2)
-    return "rows", rng.randint(5, 100)
+    return "rows", rng.randint(5, KILL_ROWS_MAX)
 
 
 def wait_for_moment(
@@ -123,15 +123,13 @@ def test_sigkill_twenty_times_then_finish(tmp_path: Path) -> None:
     rng = random.Random(KILL_SEED)
     schedule: list[object] = []
     started = time.monotonic()
-    with running_simulator(FAULTS) as sim:
-        ws = Workspace(tmp_path / "w")
-        env = ledger_env(ws, sim.base_url, LEDGER_LEASE_S=2, LOOKUP_SETTLE_S=6, BATCH_SIZE=200)
-        ingest(ws, env, csv_path)
+    settings = {"LEDGER_LEASE_S": 2, "LOOKUP_SETTLE_S": 6, "BATCH_SIZE": 200}
+    with ingested(running_simulator(FAULTS), csv_path, tmp_path / "w", **settings) as run:
+        sim, ws, env = run
         kills = 0
         code: int | None = None
         for start in range(MAX_STARTS):
-            process = start_ledger(ws, env, "work", "--quiet", tag=f"work{start:02d}")
-            try:
+            with in_background(ws, env, "work", "--quiet", tag=f"work{start:02d}") as process:
                 if kills < KILLS:
                     moment = kill_moment(rng)
                     if wait_for_moment(process, ws, moment):
@@ -142,10 +140,6 @@ def test_sigkill_twenty_times_then_finish(tmp_path: Path) -> None:
                         check_artifacts_whole(ws.out_dir)
                         continue
                 code = process.wait(timeout=300)
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
             schedule.append(("exit", code))
             context = f"start {start}, schedule {schedule}"
             assert code in (EXIT_OK, EXIT_INTERRUPTED), context

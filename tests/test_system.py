@@ -31,11 +31,12 @@ from tests.support.system import (
     EXIT_OK,
     Workspace,
     expect_exit,
+    in_background,
     ingest,
+    ingested,
     ledger_env,
     run_ledger,
     running_simulator,
-    start_ledger,
     wait_for,
     write_subset_csv,
 )
@@ -106,13 +107,12 @@ def test_faults_then_retry_then_rerun_from_an_empty_ledger(tmp_path: Path) -> No
     csv_path = tmp_path / "users.csv"
     sample = write_sample_csv(csv_path, ROWS, locations=20, seed=5)
     valid = ROWS - sample.invalid_rows
-    with running_simulator(FAULTS) as sim:
-        ws = Workspace(tmp_path / "first")
-        # One retry only: with these fault rates some requests do run out of retries. More
-        # rows in flight than usual, so that hangs and settling lookups overlap, and big
-        # batches, so that fewer batch ends wait for their slowest row.
-        env = ledger_env(ws, sim.base_url, MAX_RETRIES=1, LEDGER_CONCURRENCY=32, BATCH_SIZE=500)
-        ingest(ws, env, csv_path)
+    # One retry only: with these fault rates some requests do run out of retries. More rows
+    # in flight than usual, so that hangs and settling lookups overlap, and big batches, so
+    # that fewer batch ends wait for their slowest row.
+    first = {"MAX_RETRIES": 1, "LEDGER_CONCURRENCY": 32, "BATCH_SIZE": 500}
+    with ingested(running_simulator(FAULTS), csv_path, tmp_path / "first", **first) as run:
+        sim, ws, env = run
 
         # (a) Under every fault: each valid row is success or pending for a transient reason.
         # The rate limit lasts ten seconds in the middle of the run: the client's AIMD limiter
@@ -199,10 +199,9 @@ def test_max_batches_then_sigterm_then_sigint_then_restart(tmp_path: Path) -> No
     sample = write_sample_csv(csv_path, 300, locations=3, invalid_rows=3, seed=9)
     valid = 300 - sample.invalid_rows
     # Slow enough answers that a signal finds rows in flight.
-    with running_simulator(FaultConfig(latency_ms=30, lookup_delay_s=0.5)) as sim:
-        ws = Workspace(tmp_path / "w")
-        env = ledger_env(ws, sim.base_url, BATCH_SIZE=50, LEDGER_CONCURRENCY=8)
-        ingest(ws, env, csv_path)
+    slow = running_simulator(FaultConfig(latency_ms=30, lookup_delay_s=0.5))
+    with ingested(slow, csv_path, tmp_path / "w", BATCH_SIZE=50, LEDGER_CONCURRENCY=8) as run:
+        sim, ws, env = run
 
         # MAX_BATCHES=1: one batch done, rows still ready → exit 4; artifacts show the done.
         result = run_ledger(ws, {**env, "MAX_BATCHES": "1"}, "work")
@@ -214,8 +213,7 @@ def test_max_batches_then_sigterm_then_sigint_then_restart(tmp_path: Path) -> No
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             done_before = status_counts(read_ledger(ws))["success"]
-            process = start_ledger(ws, env, "work", tag=signum.name)
-            try:
+            with in_background(ws, env, "work", tag=signum.name) as process:
                 assert wait_for(
                     lambda target=done_before + 20: (
                         status_counts(read_ledger(ws))["success"] >= target
@@ -225,10 +223,6 @@ def test_max_batches_then_sigterm_then_sigint_then_restart(tmp_path: Path) -> No
                 process.send_signal(signum)
                 sent = time.monotonic()
                 code = process.wait(timeout=30)
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
             stopped_in = time.monotonic() - sent
             stderr = (ws.root / f"{signum.name}.stderr").read_text()
             assert code == EXIT_INTERRUPTED, (signum.name, code, stderr)
@@ -268,10 +262,9 @@ def test_circuit_breaker_exits_3_then_retry_after_the_fix_completes(tmp_path: Pa
     valid = 120 - sample.invalid_rows
     # The token is revoked after the preflight read: one refused from the start stops `work`
     # before any row (test_work_preflight.py).
-    with running_revoked_simulator() as sim:
-        ws = Workspace(tmp_path / "w")
-        env = ledger_env(ws, sim.base_url, BATCH_SIZE=60, LEDGER_CONCURRENCY=4)
-        ingest(ws, env, csv_path)
+    revoked = running_revoked_simulator()
+    with ingested(revoked, csv_path, tmp_path / "w", BATCH_SIZE=60, LEDGER_CONCURRENCY=4) as run:
+        sim, ws, env = run
         result = run_ledger(ws, env, "work")
         expect_exit(result, 3)
         assert "circuit breaker" in result.stderr, result.stderr
@@ -302,10 +295,8 @@ def test_every_batch_logs_its_start_and_end(tmp_path: Path) -> None:
     summarized. Twenty quick batches must give twenty start and twenty end lines."""
     csv_path = tmp_path / "users.csv"
     write_sample_csv(csv_path, 200, locations=2, invalid_rows=0, seed=6)
-    with running_simulator() as sim:
-        ws = Workspace(tmp_path / "w")
-        env = ledger_env(ws, sim.base_url, BATCH_SIZE=10, LEDGER_CONCURRENCY=8)
-        ingest(ws, env, csv_path)
+    settings = {"BATCH_SIZE": 10, "LEDGER_CONCURRENCY": 8}
+    with ingested(running_simulator(), csv_path, tmp_path / "w", **settings) as (_, ws, env):
         expect_exit(run_ledger(ws, env, "work"), EXIT_OK)
     lines = [json.loads(line) for line in ws.log_file.read_text(encoding="utf-8").splitlines()]
     for event in ("batch_start", "batch_end"):

@@ -14,27 +14,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ledger.database import Ledger, open_ledger
+from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError
-from ledger.records import ClaimedRow, StepOutcome
 from ledger.simulator.faults import FaultConfig
 from ledger.simulator.sample import write_sample_csv
 from ledger.state_store import claim_batch, record_step
+from tests.support.claims import row_ids, user_step
 from tests.support.ledgers import make_run
 from tests.support.system import (
     EXIT_OK,
-    Workspace,
     expect_exit,
-    ingest,
-    ledger_env,
+    in_background,
+    ingested,
     run_ledger,
     running_simulator,
-    start_ledger,
     wait_for,
 )
 from tests.support.system_checks import (
@@ -46,18 +43,16 @@ from tests.support.system_checks import (
 )
 
 LONG_LEASE_S = 300.0
+KILLED_RUN_ROWS = 300
 HOST = socket.gethostname()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/l.db"
-    else:
-        url = request.getfixturevalue("postgres_ledger_url")
-    opened = open_ledger(url)
-    yield opened
-    opened.dispose()
+def ledger(request: pytest.FixtureRequest) -> Ledger:
+    """A fresh ledger on each engine (the fixtures are in tests/conftest.py)."""
+    fixture = {"sqlite": "sqlite_ledger", "postgres": "pg_ledger"}[request.param]
+    opened: Ledger = request.getfixturevalue(fixture)
+    return opened
 
 
 def dead_pid() -> int:
@@ -65,14 +60,6 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
-
-
-def row_ids(rows: list[ClaimedRow]) -> list[int]:
-    return [row.row_id for row in rows]
-
-
-def user_step(row: ClaimedRow) -> StepOutcome:
-    return StepOutcome(step="user", status="created", entity_type="user", entity_key=row.user.email)
 
 
 def test_only_a_dead_worker_of_this_host_loses_its_rows_before_its_lease_ends(
@@ -128,21 +115,15 @@ def test_worker_names_that_are_not_host_and_pid_are_left_alone(
 @pytest.mark.slow
 def test_a_restart_after_sigkill_finishes_without_waiting_for_the_lease(tmp_path: Path) -> None:
     csv_path = tmp_path / "users.csv"
-    sample = write_sample_csv(csv_path, 300, locations=2, invalid_rows=0, seed=9)
-    with running_simulator(FaultConfig(latency_ms=20)) as sim:
-        ws = Workspace(tmp_path / "w")
-        # One batch, so the kill lands among its rows, after its locations were provisioned.
-        env = ledger_env(ws, sim.base_url, LEDGER_LEASE_S=LONG_LEASE_S, BATCH_SIZE=300)
-        ingest(ws, env, csv_path)
-        process = start_ledger(ws, env, "work", "--quiet")
-        try:
+    sample = write_sample_csv(csv_path, KILLED_RUN_ROWS, locations=2, invalid_rows=0, seed=9)
+    # One batch, so the kill lands among its rows, after its locations were provisioned.
+    settings = {"LEDGER_LEASE_S": LONG_LEASE_S, "BATCH_SIZE": KILLED_RUN_ROWS}
+    simulator = running_simulator(FaultConfig(latency_ms=20))
+    with ingested(simulator, csv_path, tmp_path / "w", **settings) as (sim, ws, env):
+        with in_background(ws, env, "work", "--quiet") as process:
             assert wait_for(lambda: finished_rows(ws) >= 20, timeout=120)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
         held = status_counts(read_ledger(ws))["claimed"]
         assert held > 0, "the kill came after the batch: nothing was left to take over"
 

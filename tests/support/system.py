@@ -5,6 +5,11 @@ admin endpoints (`/_sim/state`, `/_sim/faults`) are called over that socket. `le
 a child process (`python -m ledger.cli ...`) configured only through its environment, in a
 working directory of its own (so no `.env` of the developer's is read). What the tests then
 check is in support/system_checks.py.
+
+    # The simulator up, a workspace pointed at it, the CSV ingested by `ledger ingest`:
+    with ingested(running_simulator(faults), csv_path, root, BATCH_SIZE=50) as (sim, ws, env):
+        with in_background(ws, env, "work") as process:  # killed if the test fails
+            ...
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -31,6 +37,7 @@ TOKEN = "system-test-token"
 PYTHON = sys.executable
 CONFIG_VARIABLES = frozenset(Settings.model_fields)
 EXIT_OK, EXIT_INTERRUPTED = 0, 4
+POLL_S = 0.1
 
 
 # --- the simulator -------------------------------------------------------------------------
@@ -181,6 +188,21 @@ def start_ledger(
         stderr.close()
 
 
+@contextlib.contextmanager
+def in_background(
+    ws: Workspace, env: Mapping[str, str], *args: str, tag: str = "work"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`start_ledger` for the `with` block; a process still running at its end (the test
+    failed, or left it to be stopped) is killed and reaped."""
+    process = start_ledger(ws, env, *args, tag=tag)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def describe(result: subprocess.CompletedProcess[str]) -> str:
     return (
         f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n"
@@ -195,6 +217,29 @@ def expect_exit(result: subprocess.CompletedProcess[str], code: int) -> None:
 
 def ingest(ws: Workspace, env: Mapping[str, str], csv_path: Path) -> None:
     expect_exit(run_ledger(ws, env, "ingest", str(csv_path)), EXIT_OK)
+
+
+class Ingested(NamedTuple):
+    sim: SimHandle
+    ws: Workspace
+    env: dict[str, str]
+
+
+@contextlib.contextmanager
+def ingested(
+    simulator: AbstractContextManager[SimHandle],
+    csv_path: Path,
+    root: Path,
+    **settings: object,
+) -> Iterator[Ingested]:
+    """The set-up every system test starts from: `simulator` running, a workspace in `root`
+    whose environment points `ledger` at it (`settings` as in `ledger_env`), and `csv_path`
+    ingested there by `ledger ingest`."""
+    with simulator as sim:
+        ws = Workspace(root)
+        env = ledger_env(ws, sim.base_url, **settings)
+        ingest(ws, env, csv_path)
+        yield Ingested(sim, ws, env)
 
 
 # --- the input and the wait ----------------------------------------------------------------
@@ -212,7 +257,7 @@ def write_subset_csv(source: Path, target: Path, row_ids: set[int]) -> int:
     return len(kept)
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
+def wait_for(predicate: Any, timeout: float, interval: float = POLL_S) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
