@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tests.support.system import (
     EXIT_OK,
     Workspace,
     expect_exit,
+    faults_for_a_while,
     in_background,
     ingest,
     ingested,
@@ -45,6 +45,7 @@ from tests.support.system_checks import (
     check_artifacts,
     check_no_duplicates,
     check_remote_matches,
+    finished_rows,
     read_ledger,
     read_steps,
     rows_created_despite_an_error,
@@ -52,9 +53,12 @@ from tests.support.system_checks import (
 )
 
 WRITE_METHODS = ("POST ", "PUT ", "PATCH ", "DELETE ")
-ROWS = 2000
-# The rate limit is on from the 8th to the 18th second of the faulty run only.
-RATE_LIMITED = (8.0, 18.0)
+# A thousand rows meet every fault below many times over (see the checks after the run).
+ROWS = 1000
+# The rate limit is on for ten seconds of the faulty run only, from when half its rows are
+# finished: by then the run is at its pace, on a fast machine as on a slow one.
+RATE_LIMITED_FROM_ROWS = ROWS // 2
+RATE_LIMITED_S = 10.0
 RATE_LIMIT = {"rate_limit_rps": 100, "rate_limit_burst": 20}
 RERUN_FIRST_ROWS = 300
 
@@ -118,19 +122,17 @@ def test_faults_then_retry_then_rerun_from_an_empty_ledger(tmp_path: Path) -> No
         # The rate limit lasts ten seconds in the middle of the run: the client's AIMD limiter
         # takes a while to climb back after a cut (correct, but slow to test), and a cut made
         # before the run reaches its pace is deeper (the rate it observed was low).
-        timers = [
-            threading.Timer(RATE_LIMITED[0], lambda: sim.patch_faults(**RATE_LIMIT)),
-            threading.Timer(RATE_LIMITED[1], lambda: sim.patch_faults(rate_limit_rps=0)),
-        ]
-        for timer in timers:
-            timer.start()
-        try:
+        rate_limited = faults_for_a_while(
+            sim,
+            when=lambda: finished_rows(ws) >= RATE_LIMITED_FROM_ROWS,
+            seconds=RATE_LIMITED_S,
+            on=RATE_LIMIT,
+            off={"rate_limit_rps": 0},
+        )
+        with rate_limited:
             started = time.monotonic()
             rows = work_until_done(ws, env)
             faulty_s = time.monotonic() - started
-        finally:
-            for timer in timers:
-                timer.cancel()
         counts = status_counts(rows)
         assert counts["rejected"] == sample.invalid_rows, counts
         assert counts["success"] + counts["pending"] == valid, counts

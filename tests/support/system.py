@@ -19,8 +19,9 @@ import csv
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,37 @@ def running_simulator(faults: FaultConfig | None = None) -> Iterator[SimHandle]:
         yield handle
     finally:
         handle.close()
+
+
+@contextlib.contextmanager
+def faults_for_a_while(
+    sim: SimHandle,
+    *,
+    when: Callable[[], bool],
+    seconds: float,
+    on: Mapping[str, object],
+    off: Mapping[str, object],
+) -> Iterator[None]:
+    """PATCH the faults `on` as soon as `when()` holds (polled every 0.1 s), and `off` again
+    `seconds` later or when the block ends, whichever comes first. Tied to the run's progress
+    rather than to the clock, the faults meet a fast run as surely as a slow one."""
+    done = threading.Event()
+
+    def switch() -> None:
+        while not done.wait(POLL_S):
+            if when():
+                sim.patch_faults(**on)
+                done.wait(seconds)
+                sim.patch_faults(**off)
+                return
+
+    thread = threading.Thread(target=switch, name="faults-for-a-while", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 # --- ledger as a subprocess ----------------------------------------------------------------
