@@ -294,10 +294,11 @@ def test_circuit_breaker_exits_3_then_retry_after_the_fix_completes(tmp_path: Pa
 
 def test_every_batch_logs_its_start_and_end(tmp_path: Path) -> None:
     """SPEC 6: batch start and end are logged; only repeated identical *errors* are
-    summarized. Twenty quick batches must give twenty start and twenty end lines."""
+    summarized. Twenty quick batches (well past the identical lines after which a repeat is
+    summarized) must give twenty start and twenty end lines."""
     csv_path = tmp_path / "users.csv"
-    write_sample_csv(csv_path, 200, locations=2, invalid_rows=0, seed=6)
-    settings = {"BATCH_SIZE": 10, "LEDGER_CONCURRENCY": 8}
+    write_sample_csv(csv_path, 100, locations=2, invalid_rows=0, seed=6)
+    settings = {"BATCH_SIZE": 5, "LEDGER_CONCURRENCY": 8}
     with ingested(running_simulator(), csv_path, tmp_path / "w", **settings) as (_, ws, env):
         expect_exit(run_ledger(ws, env, "work"), EXIT_OK)
     lines = [json.loads(line) for line in ws.log_file.read_text(encoding="utf-8").splitlines()]
