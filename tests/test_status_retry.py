@@ -306,6 +306,7 @@ def test_status_json_in_a_subprocess_while_another_process_writes(
         text=True,
         cwd=ledger_env.root,
     )
+    readers: list[subprocess.Popen[str]] = []
     try:
         assert writer.stdout is not None
         assert writer.stdout.readline().strip() == "writing"
@@ -333,6 +334,10 @@ def test_status_json_in_a_subprocess_while_another_process_writes(
             seen.append(status["as_of"])
     finally:
         stop.touch()
+        for reader in readers:  # after a failure above, none is left running or unread
+            if reader.poll() is None:
+                reader.kill()
+            reader.communicate()
         out, err = writer.communicate(timeout=60)
     assert writer.returncode == 0, err
     assert "locked" not in err
