@@ -44,6 +44,8 @@ def ingest_once(folder: Path, url: str) -> None:
 def ingested_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ingested")
     ingest_once(folder, f"sqlite:///{folder}/l.db")
+    # Copied as one file: nothing of the ingest may be left in a write-ahead log beside it.
+    assert not (folder / "l.db-wal").exists(), "the ingested ledger was left with a -wal"
     return folder / "l.db"
 
 
