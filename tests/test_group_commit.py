@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
 
-from ledger.database import Ledger, open_ledger
+from ledger.database import Ledger
 from ledger.error_handling import ClaimLostError, InvariantError
 from ledger.group_commit import GroupCommit
 from ledger.models import Row, StepRecord
@@ -32,14 +32,11 @@ QUEUE_BOUND_S = 60.0
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/l.db"
-    else:
-        url = request.getfixturevalue("postgres_ledger_url")
-    opened = open_ledger(url)
-    yield opened
-    opened.dispose()
+def ledger(request: pytest.FixtureRequest) -> Ledger:
+    """A fresh, empty ledger on each engine (the shared fixtures, copied from a migrated one)."""
+    name = "sqlite_ledger" if request.param == "sqlite" else "pg_ledger"
+    opened: Ledger = request.getfixturevalue(name)
+    return opened
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
@@ -232,22 +229,18 @@ def submit_together(
     return results
 
 
-def test_a_group_that_fails_is_written_again_one_by_one(tmp_path: Path) -> None:
-    ledger = open_ledger(f"sqlite:///{tmp_path}/l.db")
-    try:
-        commit = GroupCommit(ledger.write_engine)
-        first = threading.Event()
+def test_a_group_that_fails_is_written_again_one_by_one(sqlite_ledger: Ledger) -> None:
+    commit = GroupCommit(sqlite_ledger.write_engine)
+    first = threading.Event()
 
-        def hold() -> None:
-            if not first.is_set():
-                first.set()
-                wait_until(lambda: commit.waiting >= 5)
+    def hold() -> None:
+        if not first.is_set():
+            first.set()
+            wait_until(lambda: commit.waiting >= 5)
 
-        writer = ListWriter(hold)
-        payloads = ["a", "b", "c", "bad", "d", "e"]
-        results = submit_together(commit, writer, payloads)
-    finally:
-        ledger.dispose()
+    writer = ListWriter(hold)
+    payloads = ["a", "b", "c", "bad", "d", "e"]
+    results = submit_together(commit, writer, payloads)
 
     assert results == {"a": "ok", "b": "ok", "c": "ok", "bad": "bad refused", "d": "ok", "e": "ok"}
     assert [len(group) for group in writer.groups] == [1, 5]
