@@ -6,8 +6,8 @@ working directory (where `.env` is read) is a fresh temporary folder, and the le
 artifacts and the log all live inside it.
 
 A fresh ledger is migrated once per session and copied for each test that asks for one
-(`sqlite_ledger`, `jobs`; `postgres_ledger_url` on PostgreSQL): migrating is the slow part of
-opening a new ledger, and the migrations have tests of their own (test_schema.py).
+(`sqlite_ledger`, `jobs`, `mixed`; `postgres_ledger_url` on PostgreSQL): migrating is the slow
+part of opening a new ledger, and the migrations have tests of their own (test_schema.py).
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ def jobs(tmp_path: Path, sqlite_ledger_template: Path) -> Iterator[Jobs]:
 
 
 @pytest.fixture
-def mixed(ledger_env: LedgerEnv) -> Iterator[MixedRun]:
+def mixed(ledger_env: LedgerEnv, sqlite_ledger_template: Path) -> Iterator[MixedRun]:
     """A ledger at `ledger_env.db_url` with rows in every outcome (see build_mixed_run)."""
+    copy_ledger(sqlite_ledger_template, ledger_env.db_path)
     built = build_mixed_run(ledger_env)
     yield built
     built.ledger.dispose()
