@@ -93,9 +93,11 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> str:
-    """A `postgresql+psycopg://` URL of a fresh, empty database."""
-    return postgres_server.create_database()
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A `postgresql+psycopg://` URL of a fresh, empty database (dropped afterwards)."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -104,9 +106,14 @@ def _postgres_ledger_template(postgres_server: PostgresServer) -> str:
 
 
 @pytest.fixture
-def postgres_ledger_url(postgres_server: PostgresServer, _postgres_ledger_template: str) -> str:
-    """The URL of a fresh database already migrated to head (faster than migrating each)."""
-    return postgres_server.create_database(template=_postgres_ledger_template)
+def postgres_ledger_url(
+    postgres_server: PostgresServer, _postgres_ledger_template: str
+) -> Iterator[str]:
+    """The URL of a fresh database already migrated to head (faster than migrating each),
+    dropped afterwards."""
+    url = postgres_server.create_database(template=_postgres_ledger_template)
+    yield url
+    postgres_server.drop_database(url)
 
 
 @pytest.fixture
