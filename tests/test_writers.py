@@ -61,3 +61,15 @@ def test_every_cell_is_written_as_neutralise_gives_it(tmp_path: Path) -> None:
 
     assert count == len(lines)
     assert path.read_bytes().decode("utf-8") == expected(columns, lines)
+
+
+def test_one_column_and_empty_lines_are_written_as_the_csv_module_writes_them(
+    tmp_path: Path,
+) -> None:
+    for columns, lines in (
+        (["only"], [[""], [None], ["x"], [0], ["a,b"], ['"'], ["\r"], ["-1"]]),
+        (["a", "b"], [["", ""], [None, None], ["", "x,"], [" ", "\t"]]),
+    ):
+        path = tmp_path / "out.csv"
+        atomic_write_csv(path, columns, iter(lines))
+        assert path.read_bytes().decode("utf-8") == expected(columns, lines)
