@@ -10,6 +10,10 @@ domain error into one line on stderr and an exit code (SPEC section 1):
     0 nothing to do · 5 changes pending (creates or updates, no row blocked) · 6 rows blocked
 
 What a command prints goes through `ledger.console`.
+
+Each command imports the modules it uses when it runs: every `ledger` process (and each worker
+of a run) pays at start-up for what this module imports, so that is typer and little else.
+`ledger sim` is built only when used (see `ledger.lazy_commands`).
 """
 
 from __future__ import annotations
@@ -20,27 +24,21 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import typer
 
-from ledger import console
-from ledger.config import Settings, load_settings
-from ledger.database import Ledger, open_ledger
-from ledger.demo import run_demo
 from ledger.error_handling import UsageError
-from ledger.executor import work_run
-from ledger.ingest import ingest_file
-from ledger.logs import configure_logging, redact, shutdown_logging
-from ledger.plan_diff import PlanOutcome
-from ledger.planner import plan_run
-from ledger.sql_query import run_query
-from ledger.state_store import find_run, retry_rows, run_is_finished
-from ledger.status import read_run_status
-from ledger.writers import export_all, write_plan_json
+from ledger.lazy_commands import LazyGroup, Loader
+
+if TYPE_CHECKING:
+    from typer import _click
+
+    from ledger.config import Settings
+    from ledger.database import Ledger
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -50,7 +48,25 @@ EXIT_INTERRUPTED = 4
 EXIT_PLAN_CHANGES = 5
 EXIT_PLAN_BLOCKED = 6
 
+
+def _sim_command() -> _click.Command:
+    from ledger.simulator.command import sim_command
+
+    sim_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    sim_app.command("sim")(sim_command)
+    return typer.main.get_command(sim_app)
+
+
+# The first line of `sim_command`'s docstring, for `ledger --help`.
+SIM_HELP = "Serve a local Webex-compatible API (with optional faults) for rehearsals and tests."
+
+
+class _Commands(LazyGroup):
+    lazy: ClassVar[Mapping[str, Loader]] = {"sim": _sim_command}
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="ledger",
     help="Provision Webex Calling in bulk from CSV, with a durable ledger of every row.",
     no_args_is_help=True,
@@ -69,6 +85,8 @@ RunOption = Annotated[
 
 
 def _fail(message: str, code: int) -> typer.Exit:
+    from ledger import console
+
     console.print_failure(message)
     return typer.Exit(code)
 
@@ -97,6 +115,8 @@ def opened_ledger(settings: Settings, *, read_only: bool = False) -> Iterator[Le
     """The ledger of `settings`, open for the block and disposed after it; errors in opening
     it or in the block become one line and an exit code, as with `guard`."""
     with guard(settings):
+        from ledger.database import open_ledger
+
         ledger = open_ledger(settings.LEDGER_DATABASE_URL, read_only=read_only)
         try:
             yield ledger
@@ -109,6 +129,8 @@ def _log_internal_error(log_file: Path, exc: BaseException) -> None:
     # values the process held) stays out of it. It is masked like every log line: an
     # exception's message may carry the token. Masked before JSON escaping could hide it.
     try:
+        from ledger.logs import redact
+
         with log_file.open("a", encoding="utf-8") as handle:
             trace = redact("".join(traceback.format_exception(exc)))
             handle.write(json.dumps({"event": "internal_error", "traceback": trace}) + "\n")
@@ -117,6 +139,8 @@ def _log_internal_error(log_file: Path, exc: BaseException) -> None:
 
 
 def settings_for(db: str | None) -> Settings:
+    from ledger.config import load_settings
+
     try:
         settings = load_settings()
         if db:
@@ -132,6 +156,9 @@ def ingest(
     db: DbOption = None,
 ) -> None:
     """Read, validate and de-duplicate a CSV into the ledger as a new run."""
+    from ledger import console
+    from ledger.ingest import ingest_file
+
     settings = settings_for(db)
     with opened_ledger(settings) as ledger:
         report = ingest_file(ledger, file, settings)
@@ -159,6 +186,10 @@ def export(
     ] = None,
 ) -> None:
     """Write results, pending, rejected, retry rows and checkpoint.json from the ledger."""
+    from ledger import console
+    from ledger.state_store import find_run
+    from ledger.writers import export_all
+
     settings = settings_for(db)
     folder = out_dir or settings.LEDGER_OUTPUT_DIR
     with opened_ledger(settings, read_only=True) as ledger:
@@ -182,7 +213,9 @@ def retry(
     ] = None,
 ) -> None:
     """Put pending rows back to ready, after the cause was fixed; `work` then redoes them."""
+    from ledger import console
     from ledger.error_handling import PENDING_REASONS
+    from ledger.state_store import find_run, retry_rows
 
     unknown = sorted(set(reason or ()) - {str(code) for code in PENDING_REASONS})
     if unknown:
@@ -202,6 +235,9 @@ def sql(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
     """Run one read-only query over the ledger (see the README for its views)."""
+    from ledger import console
+    from ledger.sql_query import run_query
+
     settings = settings_for(db)
     with opened_ledger(settings, read_only=True) as ledger:
         result = run_query(ledger, query, timeout_s=settings.LEDGER_SQL_TIMEOUT_S)
@@ -229,6 +265,11 @@ def work(
 
 
 def _work(settings: Settings, ledger: Ledger, run_id: int | None, quiet: bool) -> int:
+    from ledger import console
+    from ledger.executor import work_run
+    from ledger.logs import configure_logging, shutdown_logging
+    from ledger.state_store import find_run, run_is_finished
+
     run = find_run(ledger, run_id)
     progress = console.work_progress(quiet)
     configure_logging(
@@ -308,13 +349,6 @@ def plan(
     raise typer.Exit(code)
 
 
-PLAN_EXIT_CODES = {
-    PlanOutcome.NOTHING_TO_DO: EXIT_OK,
-    PlanOutcome.CHANGES_PENDING: EXIT_PLAN_CHANGES,
-    PlanOutcome.BLOCKED: EXIT_PLAN_BLOCKED,
-}
-
-
 def _plan(
     settings: Settings,
     ledger: Ledger,
@@ -324,6 +358,13 @@ def _plan(
     as_json: bool,
     quiet: bool,
 ) -> int:
+    from ledger import console
+    from ledger.logs import configure_logging, shutdown_logging
+    from ledger.plan_diff import PlanOutcome
+    from ledger.planner import plan_run
+    from ledger.state_store import find_run
+    from ledger.writers import write_plan_json
+
     run = find_run(ledger, run_id)
     progress = console.plan_progress(quiet)
     configure_logging(
@@ -359,7 +400,12 @@ def _plan(
         write_plan_json(ledger, run, document, sys.stdout)
     else:
         console.print_plan(summary, report.plan_file)
-    return PLAN_EXIT_CODES.get(summary.outcome, EXIT_INTERNAL)
+    codes = {
+        PlanOutcome.NOTHING_TO_DO: EXIT_OK,
+        PlanOutcome.CHANGES_PENDING: EXIT_PLAN_CHANGES,
+        PlanOutcome.BLOCKED: EXIT_PLAN_BLOCKED,
+    }
+    return codes.get(summary.outcome, EXIT_INTERNAL)
 
 
 @app.command()
@@ -374,6 +420,10 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Generate a sample CSV, serve the simulator, then ingest, work and export it. No token."""
+    from ledger import console
+    from ledger.demo import run_demo
+    from ledger.logs import configure_logging, shutdown_logging
+
     folder = folder.resolve()
     if folder.exists() and any(folder.iterdir()):
         raise _fail(f"{folder} is not empty: give the demo a new folder (--dir)", EXIT_USAGE)
@@ -401,13 +451,9 @@ def demo(
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _register_simulator() -> None:
-    from ledger.simulator.command import sim_command
-
-    app.command("sim")(sim_command)
-
-
-_register_simulator()
+@app.command("sim", help=SIM_HELP)
+def _sim_stand_in() -> None:
+    """Stands in for `ledger.simulator.command.sim_command` until `sim` is used."""
 
 
 @app.command()
@@ -419,6 +465,9 @@ def status(
     ] = False,
 ) -> None:
     """Counts per outcome and step, pending reasons, throughput and ETA of a run."""
+    from ledger import console
+    from ledger.status import read_run_status
+
     settings = settings_for(db)
     with opened_ledger(settings, read_only=True) as ledger:
         report = read_run_status(ledger, run)

@@ -22,16 +22,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console, RenderableType
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Column, Table
 from rich.text import Text
 
-from ledger.demo import DemoReport
 from ledger.error_handling import UsageError
 from ledger.plan_diff import PlanAction
-from ledger.plan_summary import PlanSummary
 from ledger.progress import (
     PLAN_WORDS,
     WORK_WORDS,
@@ -43,7 +41,14 @@ from ledger.progress import (
     format_rate,
 )
 from ledger.records import StepName, StepStatus, iso
-from ledger.status import RunStatus
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    # Imported for their annotations only: `ledger.demo` loads the simulator.
+    from ledger.demo import DemoReport
+    from ledger.plan_summary import PlanSummary
+    from ledger.status import RunStatus
 
 PROGRESS_MODES = ("auto", "quiet", "plain", "bar")
 
@@ -289,6 +294,8 @@ class BarProgress:
         clock: Callable[[], float] = time.monotonic,
         words: ProgressWords = WORK_WORDS,
     ) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
         self.tally = RunTally(clock, words)
         self._progress = Progress(
             TextColumn("[bold]run {task.fields[run_id]}"),

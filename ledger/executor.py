@@ -15,8 +15,11 @@ sleeping in a backoff or a settling lookup gives its slot to another row meanwhi
 Failures of the outside world become pending rows and log lines; nothing raised by a row stops
 the run. The circuit breaker (counted per batch) and SIGINT/SIGTERM stop the run between rows:
 rows not started go back to `ready`. After every batch the worker's request counters are
-saved, and the artifacts rewritten once LEDGER_REFRESH_S has passed since they last were; they
-are always written when `work` stops.
+saved, and the artifacts rewritten once LEDGER_REFRESH_S has passed since they last were, and
+ten times as long as that refresh took: a refresh reads the whole run, so on a large one it
+waits longer, and refreshing never takes more than a tenth of the worker's time. With
+LEDGER_REFRESH_S=0 they are rewritten after every batch. They are always written when `work`
+stops.
 
 Before the first claim, one read checks the token, its scopes, the org and the base URL
 (`preflight`); when it fails, the run stops with every row still ready.
@@ -67,6 +70,9 @@ MAX_ROW_THREADS = 256
 # The next batch is claimed once no more than this many slots' worth of the current batch's
 # rows are left to start: time enough to claim and prepare it before the threads run dry.
 PREFETCH_SLOTS = 2
+# The artifacts are refreshed again only after this many times as long as their last refresh
+# took (and LEDGER_REFRESH_S): they are rewritten from the whole run, whose size it grows with.
+REFRESH_COST_FACTOR = 10
 
 
 def default_worker_id() -> str:
@@ -139,6 +145,7 @@ class Worker:
         self.sleep = sleep
         self.clock = clock
         self._refreshed_at = 0.0  # when the artifacts were last written (set as run() starts)
+        self._refresh_took = 0.0  # how long that took
         self.breaker = threading.Event()
         self.rows = RowRunner(settings, ledger, client)
         # The preflight's license lookup, kept for the first batch (then looked up per batch).
@@ -292,7 +299,7 @@ class Worker:
         if self._keeper is not None:
             self._keeper.drop(batch.rows[0].claim_token)
         self._save_stats()
-        if self.clock() - self._refreshed_at >= self.settings.LEDGER_REFRESH_S:
+        if self._refresh_due():
             self._refresh_artifacts(report)
         elapsed = time.monotonic() - batch.started_at
         logger.info(
@@ -353,11 +360,19 @@ class Worker:
             wait_s=stats.retry_wait_s + stats.throttle_wait_s,
         )
 
+    def _refresh_due(self) -> bool:
+        """Whether a batch that ends now refreshes the artifacts (see REFRESH_COST_FACTOR)."""
+        floor = self.settings.LEDGER_REFRESH_S
+        if floor == 0:  # asked for after every batch, whatever it costs
+            return True
+        interval = max(floor, REFRESH_COST_FACTOR * self._refresh_took)
+        return self.clock() - self._refreshed_at >= interval
+
     def _refresh_artifacts(self, report: WorkReport) -> None:
         """Write the artifacts. A folder that cannot take them does not stop the run (the ledger
         holds every outcome); the failure is logged and kept in `report` until a refresh
         succeeds, so a run whose last refresh failed can say so."""
-        self._refreshed_at = self.clock()
+        started = self._refreshed_at = self.clock()
         try:
             export_all(self.ledger, self.run_info, self.out_dir)
         except InvariantError as error:
@@ -373,6 +388,7 @@ class Worker:
             )
         else:
             report.artifacts_error = None
+        self._refresh_took = self.clock() - started
 
 
 def work_run(

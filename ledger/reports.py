@@ -49,7 +49,9 @@ def snapshot(ledger: Ledger) -> Iterator[Session]:
 
 def _stream(session: Session, query: Select[*tuple[Any, ...]]) -> Iterator[Sequence[Any]]:
     """Lines in chunks, through Core: no ORM row processing for a hundred thousand lines."""
-    yield from session.connection().execute(query.execution_options(yield_per=STREAM_CHUNK))
+    result = session.connection().execute(query.execution_options(yield_per=STREAM_CHUNK))
+    for chunk in result.partitions():  # a fetch per chunk, not per line
+        yield from chunk
 
 
 def result_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:

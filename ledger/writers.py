@@ -22,7 +22,7 @@ from typing import IO
 
 from sqlalchemy.orm import Session
 
-from ledger.cells import neutralise
+from ledger.cells import FORMULA_STARTS, neutralise
 from ledger.config import PIPELINE_VERSION
 from ledger.database import Ledger
 from ledger.error_handling import InvariantError, UsageError
@@ -82,6 +82,8 @@ ARTIFACTS = ("results.csv", "pending_rows.csv", "rejected_rows.csv", "checkpoint
 RETRY_FILE = "retry_rows.csv"
 PLAN_FILE = "plan.csv"
 Cell = object
+# The first characters of the text cells `neutralise` may change: the rest it leaves alone.
+_GUARDED_FIRST = frozenset((*FORMULA_STARTS, "'"))
 
 
 @contextmanager
@@ -118,18 +120,35 @@ def atomic_write_csv(path: Path, columns: Sequence[str], lines: Iterable[Sequenc
         # Header cells too: the retry file's are the input's own, as hostile as its cells.
         header = [neutralise(column) for column in columns]
         (quoting_writer if any("\r" in cell for cell in header) else writer).writerow(header)
+        width = len(columns)
         count = 0
         for line in lines:
-            if len(line) != len(columns):
-                raise ValueError(
-                    f"{path.name}: a line has {len(line)} cells for {len(columns)} columns"
-                )
-            # Empty cells, None and non-negative ints need no check; they are most cells.
+            if len(line) != width:
+                raise ValueError(f"{path.name}: a line has {len(line)} cells for {width} columns")
+            # Each cell as the text `neutralise` gives it. Text that starts with none of the
+            # guarded characters, None and non-negative ints need no call: nearly all cells.
             cells = [
-                cell if not cell or (type(cell) is int and cell >= 0) else neutralise(cell)
+                cell
+                if type(cell) is str and (not cell or cell[0] not in _GUARDED_FIRST)
+                else ""
+                if cell is None
+                else str(cell)
+                if type(cell) is int and cell >= 0
+                else neutralise(cell)
                 for cell in line
             ]
-            if any("\r" in cell for cell in cells if type(cell) is str):
+            text = ",".join(cells)
+            if (
+                text.count(",") == width - 1
+                and '"' not in text
+                and "\n" not in text
+                and "\r" not in text
+                and (text or width > 1)
+            ):
+                # No cell needs quoting: this is the line the csv module would write, without
+                # its scan of every character against the line terminator.
+                out.write(text + "\n")
+            elif "\r" in text:
                 quoting_writer.writerow(cells)
             else:
                 writer.writerow(cells)

@@ -689,7 +689,7 @@ def test_an_internal_error_is_one_line_with_the_traceback_in_the_log(
     def broken(*_: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("ledger.cli.ingest_file", broken)
+    monkeypatch.setattr("ledger.ingest.ingest_file", broken)
     # As in a real `ledger ingest`: no logging handlers anywhere (pytest adds its own).
     monkeypatch.setattr(logging.root, "handlers", [])
     path = write_people(ledger_env.root / "users.csv", [person(1, values=False)])

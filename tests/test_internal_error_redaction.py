@@ -27,7 +27,7 @@ def test_a_registered_secret_in_an_exception_does_not_reach_the_log_file(
     def broken(*_: object) -> None:
         raise RuntimeError(f"Webex refused {secret} (sent as 'Authorization: {bearer}')")
 
-    monkeypatch.setattr("ledger.cli.export_all", broken)
+    monkeypatch.setattr("ledger.writers.export_all", broken)
     result = invoke("export", "--db", ledger_env.db_url)
 
     assert result.exit_code == 1

@@ -4,6 +4,7 @@ folder that cannot take them no longer ends in exit 0, and LEDGER_REFRESH_S pace
 from __future__ import annotations
 
 import shutil
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from ledger.records import RunInfo
 from ledger.simulator import Simulator, running_server
 from ledger.writers import ExportReport, export_all
 from tests.support.cli import LedgerEnv, assert_exit, ingest_people, invoke, row_statuses
+from tests.support.clock import FakeTime
 from tests.support.csvfiles import read_csv
-from tests.support.work import TOKEN
+from tests.support.people import person
+from tests.support.work import TOKEN, Jobs, NullProgress
 
 ROWS = 8
 
@@ -97,3 +100,67 @@ def test_a_bad_refresh_interval_is_a_configuration_error(ledger_env: LedgerEnv) 
     result = work(ledger_env, LEDGER_REFRESH_S="-1")
     assert_exit(result, 2)
     assert "LEDGER_REFRESH_S" in result.stderr
+
+
+class SlowBatches(NullProgress):
+    """Each batch takes BATCH_S on the fake clock; the end of each is noted."""
+
+    def __init__(self, time: FakeTime) -> None:
+        super().__init__()
+        self.time = time
+        self.ends: list[float] = []
+
+    def batch_finished(
+        self, *, batch_no: int, rows: int, success: int, pending: int, elapsed_s: float
+    ) -> None:
+        super().batch_finished(
+            batch_no=batch_no, rows=rows, success=success, pending=pending, elapsed_s=elapsed_s
+        )
+        self.time.advance(BATCH_S)
+        self.ends.append(self.time.monotonic())
+
+
+BATCH_S = 5.0
+
+
+@pytest.mark.parametrize(("refresh_takes", "floor"), [(0.0, 15.0), (4.0, 40.0)])
+def test_a_slow_refresh_waits_ten_times_as_long_before_the_next(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch, refresh_takes: float, floor: float
+) -> None:
+    # A refresh rewrites the artifacts from the whole run: on a large one it takes long, and
+    # refreshing every LEDGER_REFRESH_S would take an ever larger share of the worker's time.
+    job = jobs.start(
+        [person(n) for n in range(1, 21)],
+        BATCH_SIZE=1,
+        LEDGER_CONCURRENCY=1,
+        LEDGER_REFRESH_S=15,
+    )
+    started: list[float] = []
+
+    def timed(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
+        started.append(jobs.time.monotonic())
+        jobs.time.advance(refresh_takes)
+        return export_all(ledger, run, out_dir)
+
+    monkeypatch.setattr(executor, "export_all", timed)
+    progress = SlowBatches(jobs.time)
+    worker = executor.Worker(
+        job.settings,
+        job.ledger,
+        job.client(),
+        job.run,
+        progress=progress,
+        out_dir=job.out_dir,
+        clock=jobs.time.monotonic,
+    )
+
+    report = worker.run()
+
+    assert report.ended == "finished" and report.batches == 20
+    *during, last = started
+    assert last >= progress.ends[-1]  # always when work stops
+    assert len(during) >= 2
+    gaps = [later - earlier for earlier, later in pairwise(during)]
+    # LEDGER_REFRESH_S, or ten times the refresh's duration where that is longer, apart.
+    assert all(floor <= gap < floor + BATCH_S + refresh_takes for gap in gaps), gaps
+    assert {line["row_id"] for line in job.results()} == {str(n) for n in range(1, 21)}
