@@ -16,13 +16,9 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -41,6 +37,9 @@ MIGRATION_LOCK_KEY = 0x6C6564676572
 _MIGRATION_LOCK = threading.Lock()
 # Shipped inside the package (see pyproject.toml), so an installed `ledger` can migrate.
 MIGRATIONS_DIR = str(resources.files("ledger.migrations"))
+# The newest migration's revision. A ledger already there is opened without loading Alembic
+# (half a second of start-up for every command); a test holds this equal to Alembic's head.
+HEAD_REVISION: Final = "0003_rate_shares"
 
 
 @dataclass(frozen=True)
@@ -213,26 +212,41 @@ def _postgres_read_only(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
-def _alembic_config(connection: Connection) -> Config:
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", MIGRATIONS_DIR)
     config.attributes["connection"] = connection
     return config
 
 
-def _scripts() -> ScriptDirectory:
+def _scripts() -> Any:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", MIGRATIONS_DIR)
     return ScriptDirectory.from_config(config)
 
 
 def head_revision() -> str | None:
-    return _scripts().get_current_head()
+    """The newest migration, as Alembic reads it from the migration scripts."""
+    head: str | None = _scripts().get_current_head()
+    return head
 
 
 def known_revisions() -> frozenset[str]:
     """Every schema revision this version of ledger knows, from the first to head."""
     return frozenset(script.revision for script in _scripts().walk_revisions())
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The ledger's schema revision (Alembic's `alembic_version`), or None when it has none."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    versions = list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    return str(versions[0]) if len(versions) == 1 else None
 
 
 def _refuse_newer(current: str | None, url: str) -> None:
@@ -251,12 +265,14 @@ def migrate(engine: Engine) -> None:
     Workers started together on an empty ledger all get here: one migrates while the others
     wait for its lock (SQLite's write lock, a PostgreSQL advisory lock), then find it done.
     """
-    head = head_revision()
     url = engine.url.render_as_string(hide_password=False)  # shown_url() hides it
     with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    if current == head:
+        current = current_revision(connection)
+    if current == HEAD_REVISION:
         return
+    from alembic import command
+
+    head = head_revision()
     _refuse_newer(current, url)
     # Alembic's `context` is process-global: one migration at a time in this process too.
     with _MIGRATION_LOCK, engine.execution_options(ledger_write=True).begin() as connection:
@@ -264,7 +280,7 @@ def migrate(engine: Engine) -> None:
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
             )
-        current = MigrationContext.configure(connection).get_current_revision()
+        current = current_revision(connection)
         if current == head:
             return
         _refuse_newer(current, url)
@@ -282,7 +298,9 @@ def shown_url(url: str) -> str:
 def _check_schema(engine: Engine, url: str) -> None:
     """A read-only ledger cannot be migrated: refuse one that is not at head."""
     with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+        current = current_revision(connection)
+    if current == HEAD_REVISION:
+        return
     head = head_revision()
     if current is None:
         raise UsageError(f"no ledger at {shown_url(url)}: run `ledger ingest FILE.csv` first")

@@ -17,7 +17,13 @@ import pytest
 import setuptools
 from sqlalchemy import create_engine, insert, text
 
-from ledger.database import Ledger, open_ledger
+from ledger.database import (
+    HEAD_REVISION,
+    Ledger,
+    current_revision,
+    head_revision,
+    open_ledger,
+)
 from ledger.models import Base, Row
 from tests.support.schema import (
     BAD_STATES,
@@ -73,6 +79,38 @@ def test_opening_twice_is_a_no_op(tmp_path: Path) -> None:
             assert schema_diff(opened.engine) == []
         finally:
             opened.dispose()
+
+
+def test_the_head_ledger_opens_at_is_alembics_head() -> None:
+    # A new migration must move HEAD_REVISION too, or ledgers would be opened as current.
+    assert HEAD_REVISION == head_revision()
+
+
+def test_the_revision_read_without_alembic_is_alembics(ledger: Ledger, tmp_path: Path) -> None:
+    from alembic.runtime.migration import MigrationContext
+
+    with ledger.engine.connect() as connection:
+        assert current_revision(connection) == HEAD_REVISION
+        assert current_revision(connection) == (
+            MigrationContext.configure(connection).get_current_revision()
+        )
+    empty = create_engine(f"sqlite:///{tmp_path}/empty.db")
+    with empty.connect() as connection:
+        assert current_revision(connection) is None
+    empty.dispose()
+
+
+def test_a_ledger_at_head_opens_without_loading_alembic(ledger: Ledger) -> None:
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    probe = (
+        "import sys; from ledger.database import open_ledger; "
+        f"open_ledger({url!r}).dispose(); open_ledger({url!r}, read_only=True).dispose(); "
+        "print('alembic' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_the_migration_detects_a_drifted_model(ledger: Ledger) -> None:
