@@ -195,7 +195,27 @@ def status_renderables(status: RunStatus) -> list[RenderableType]:
                 example += f": {reason.example_message}"
             reasons.add_row(shown(reason.reason_code), str(reason.count), shown(example))
         parts.append(reasons)
+    parts.append(shown(f"next      {next_step(status)}"))
     return parts
+
+
+def next_step(status: RunStatus) -> str:
+    """What an operator does next with this run, in one line."""
+    rows = status.rows
+    if rows.ready or rows.claimed:
+        held = " (some are held by a worker at work now)" if status.workers else ""
+        return f"`ledger work` works the {rows.ready + rows.claimed} row(s) still to do{held}"
+    if rows.pending:
+        return (
+            f"{rows.pending} row(s) pending: fix what their reasons say (pending_rows.csv), "
+            "then `ledger retry` and `ledger work`"
+        )
+    if rows.rejected:
+        return (
+            f"nothing left to work; {rows.rejected} row(s) were rejected at ingest: correct "
+            "them in rejected_rows.csv and ingest that file"
+        )
+    return "nothing left to do: every row succeeded"
 
 
 # --- ledger plan -----------------------------------------------------------------------------

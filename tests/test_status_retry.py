@@ -228,6 +228,32 @@ def test_status_summary_for_people(ledger_env: LedgerEnv, mixed: MixedRun) -> No
     assert "checkpoint batch 1 (row 5)" in text
     assert "worker-a holds 1" in text
     assert "extension_in_use" in text and "row 4: the extension belongs" in text
+    assert "next      `ledger work` works the 3 row(s) still to do" in text
+
+
+def test_status_says_what_to_do_next_at_each_stage(ledger_env: LedgerEnv) -> None:
+    from ledger.console import next_step
+
+    built = build_mixed_run(ledger_env, keep_claimed=False)
+    try:
+        before = run_status(built.ledger, built.run)
+        work_rows(built.ledger, built.run, {9: "success", 14: "success", 15: EXTENSION_IN_USE})
+        finished = run_status(built.ledger, built.run)
+    finally:
+        built.ledger.dispose()
+    assert next_step(before).startswith("`ledger work` works the 3 row(s) still to do")
+    assert next_step(finished) == (
+        "4 row(s) pending: fix what their reasons say (pending_rows.csv), "
+        "then `ledger retry` and `ledger work`"
+    )
+    no_pending = finished.model_copy(
+        update={"rows": finished.rows.model_copy(update={"pending": 0})}
+    )
+    assert "3 row(s) were rejected at ingest" in next_step(no_pending)
+    all_done = no_pending.model_copy(
+        update={"rows": no_pending.rows.model_copy(update={"rejected": 0})}
+    )
+    assert next_step(all_done) == "nothing left to do: every row succeeded"
 
 
 def test_status_without_a_ledger_or_run_exits_2(ledger_env: LedgerEnv) -> None:
