@@ -5,6 +5,7 @@ that could not be provisioned, the location's own reason."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 
 from ledger import actions_registry as registry
@@ -22,13 +23,20 @@ from ledger.records import (
     StepStatus,
     entity_of_step,
 )
-from ledger.state_store import finish_row, record_step
+from ledger.state_store import finish_row, record_step, record_steps
 
 logger = logging.getLogger(__name__)
 
 
-def record_pending(ledger: Ledger, row: ClaimedRow, failure: Failure, error: Exception) -> None:
-    """Record the row pending: its failed step (where the step allows), then the row."""
+def record_pending(
+    ledger: Ledger,
+    row: ClaimedRow,
+    failure: Failure,
+    error: Exception,
+    earlier: Sequence[StepOutcome] = (),
+) -> None:
+    """Record the row pending: its failed step (where the step allows), then the row.
+    `earlier`: the row's step records not made yet, made with the failed step's."""
     tracking_id = getattr(error, "tracking_id", None)
     logger.warning(
         "row pending",
@@ -42,18 +50,21 @@ def record_pending(ledger: Ledger, row: ClaimedRow, failure: Failure, error: Exc
     )
     entity_type, entity_key = entity_of_step(failure.step, row.user.email, row.user.location_name)
     try:
-        record_step(
+        record_steps(
             ledger,
             row,
-            StepOutcome(
-                step=failure.step,
-                status=StepStatus.FAILED,
-                entity_type=entity_type,
-                entity_key=entity_key,
-                http_status=failure.http_status,
-                message=failure.message,
-                tracking_id=tracking_id,
-            ),
+            [
+                *earlier,
+                StepOutcome(
+                    step=failure.step,
+                    status=StepStatus.FAILED,
+                    entity_type=entity_type,
+                    entity_key=entity_key,
+                    http_status=failure.http_status,
+                    message=failure.message,
+                    tracking_id=tracking_id,
+                ),
+            ],
         )
     except InvariantError:
         pass

@@ -42,7 +42,7 @@ from ledger.records import (
     utcnow,
 )
 from ledger.row_pending import compensate, location_pending, record_pending
-from ledger.state_store import finish_row, record_step, record_steps
+from ledger.state_store import finish_row, record_steps
 
 if TYPE_CHECKING:
     from ledger.batch_prep import PreparedBatch
@@ -98,6 +98,11 @@ class RowRunner:
         self.client = client
         # The org as this worker session read it: what a batch's lookups are answered from.
         self.listings = OrgListings(client)
+        # Per row at work (by pk): step records that precede no write of theirs (a step found
+        # `unchanged`, the location's steps), made with the row's next record instead of alone:
+        # lost in a crash, they are found again by the next try's lookups. Each row is worked
+        # by one thread at a time.
+        self._deferred: dict[int, list[StepOutcome]] = {}
 
     def work(self, row: ClaimedRow, batch: PreparedBatch) -> Failure | None:
         """Work one row of a prepared batch (`batch_prep`): None once it is `success`, its
@@ -110,6 +115,7 @@ class RowRunner:
             try:
                 return self._steps(row, batch)
             except ClaimLostError:
+                self._deferred.pop(row.pk, None)
                 logger.warning(
                     "claim lost; another worker owns the row", extra={"event": "claim_lost"}
                 )
@@ -168,6 +174,7 @@ class RowRunner:
                 row,
                 status=RowStatus.SUCCESS,
                 required_steps=registry.steps_for(row.user),
+                outcomes=self._deferred.pop(row.pk, ()),
             )
             return None
         except ClaimLostError:
@@ -190,7 +197,7 @@ class RowRunner:
             created_id = ctx.created_id if ctx is not None else None
             if created_id and self.settings.ENABLE_SAFE_COMPENSATION:
                 failure = compensate(self.ledger, self.client, row, created_id, failure)
-            record_pending(self.ledger, row, failure, error)
+            record_pending(self.ledger, row, failure, error, self._deferred.pop(row.pk, ()))
             return failure
 
     def context(
@@ -236,8 +243,16 @@ class RowRunner:
 
     def recorder(self, row: ClaimedRow) -> Callable[[StepOutcome], None]:
         """What records a row's step as it is about to write (its `mark_started`)."""
-        lease = self.settings.LEDGER_LEASE_S
-        return lambda started: record_step(self.ledger, row, started, lease_s=lease)
+        return lambda started: self._record(row, started)
+
+    def _record(self, row: ClaimedRow, outcome: StepOutcome, *, defer: bool = False) -> None:
+        """Record `outcome` with the row's deferred records, or (`defer`) add it to them."""
+        deferred = self._deferred.setdefault(row.pk, [])
+        deferred.append(outcome)
+        if defer:
+            return
+        del self._deferred[row.pk]
+        record_steps(self.ledger, row, deferred, lease_s=self.settings.LEDGER_LEASE_S)
 
     @staticmethod
     def check_license(ctx: registry.RowContext, calling_license: LicenseLookup) -> None:
@@ -285,14 +300,16 @@ class RowRunner:
         """Decide the row's own steps (`decide_steps`), then apply them in order, each outcome
         committed before the next step starts."""
         decision = self.decide_steps(row, ctx, progress)
-        for spec, done in decision.todo:
+        last = len(decision.todo) - 1
+        for index, (spec, done) in enumerate(decision.todo):
             progress.step = spec.name
             plan = decision.plans.get(spec.name) or self._decide(ctx, spec)
             if done and plan.action == "unchanged":
                 continue  # as recorded: nothing to write, nothing new to record
             with bind_log_context(step=spec.name):
                 outcome = spec.apply(ctx, plan)
-            record_step(self.ledger, row, outcome, lease_s=self.settings.LEDGER_LEASE_S)
+            # Committed before the next step starts; the last step's with the row's finish.
+            self._record(row, outcome, defer=not outcome.changed or index == last)
             if outcome.changed:
                 progress.changed.append(spec.name)
 
@@ -325,12 +342,11 @@ class RowRunner:
     def _record_shared_steps(
         self, row: ClaimedRow, location: LocationOutcome, changed: list[StepName]
     ) -> str:
-        """Record the location's steps for this row (one transaction): as they went for the row
-        that provisioned it, `unchanged` for the others. Gives the location's id."""
+        """Record the location's steps for this row (with the row's next record): as they went
+        for the row that provisioned it, `unchanged` for the others. Gives the location's id."""
         location_id = location.location_id
         if location_id is None:
             raise InvariantError("a location without an id reached a row")
-        shared: list[StepOutcome] = []
         for step in SHARED_STEPS:
             if row.step_done(step):
                 continue
@@ -346,10 +362,9 @@ class RowRunner:
                     remote_id=location_id,
                     message="provisioned once for the run",
                 )
-            shared.append(outcome)
+            self._record(row, outcome, defer=True)  # the location's own record is its entity
             if outcome.changed:
                 changed.append(step)
-        record_steps(self.ledger, row, shared, lease_s=self.settings.LEDGER_LEASE_S)
         return location_id
 
 

@@ -109,6 +109,8 @@ def test_rerun_from_an_empty_ledger_makes_no_write(jobs: Jobs) -> None:
         assert set(again.step_statuses(row_id).values()) == {"unchanged"}, row_id
     assert {line["status"] for line in again.results()} == {"unchanged"}
     assert len(again.results()) == len(first.results())
+    # Nothing was written, so each row's records wait for its finish: one ledger write a row.
+    assert again.ledger.group.writes == 4
 
 
 # --- what the org already holds -----------------------------------------------------------------

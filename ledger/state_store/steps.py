@@ -74,7 +74,15 @@ class _FinishWrite:
     required: tuple[str, ...]  # distinct, in the order given
 
 
-_Write = _StepWrite | _FinishWrite
+@dataclass(frozen=True, slots=True)
+class _StepsThenFinish:
+    """A row's last step records and its finish, committed together (one wait, not two)."""
+
+    steps: _StepWrite
+    finish: _FinishWrite
+
+
+_Write = _StepWrite | _FinishWrite | _StepsThenFinish
 _STEP_NAMES = frozenset(StepName)
 
 
@@ -118,12 +126,17 @@ def finish_row(
     reason_step: StepName | None = None,
     http_status: int | None = None,
     required_steps: Sequence[StepName] = (),
+    outcomes: Sequence[StepOutcome] = (),
 ) -> None:
     """Make a claimed row terminal (fenced). Success needs every required step succeeded.
 
+    `outcomes`, step records not yet made, are recorded first, in the same transaction.
     Returns once it is committed; raises ClaimLostError when the row's claim is lost (whatever
     else is wrong), InvariantError when a required step has not succeeded.
     """
+    for outcome in outcomes:
+        if outcome.step not in _STEP_NAMES:
+            raise InvariantError(f"unknown step {outcome.step!r}")
     if status not in (RowStatus.SUCCESS, RowStatus.PENDING):
         raise InvariantError(f"a worker cannot finish a row as {status!r}")
     if (status == RowStatus.PENDING) != (reason_code is not None):
@@ -139,7 +152,11 @@ def finish_row(
         http_status,
         tuple(required),
     )
-    ledger.group.submit(STEP_WRITER, write)
+    if outcomes:
+        steps = _StepWrite(ledger, row, tuple(outcomes), None)
+        ledger.group.submit(STEP_WRITER, _StepsThenFinish(steps, write))
+    else:
+        ledger.group.submit(STEP_WRITER, write)
 
 
 class _StepWriter:
@@ -149,8 +166,16 @@ class _StepWriter:
         dialect = dialect_of(connection)
         now = utcnow()
         at = dialect.datetime(now)
-        steps = [write for write in payloads if isinstance(write, _StepWrite)]
-        finishes = [write for write in payloads if isinstance(write, _FinishWrite)]
+        steps: list[_StepWrite] = []
+        finishes: list[_FinishWrite] = []
+        for payload in payloads:
+            if isinstance(payload, _StepWrite):
+                steps.append(payload)
+            elif isinstance(payload, _FinishWrite):
+                finishes.append(payload)
+            else:  # the steps go in before any finish is checked
+                steps.append(payload.steps)
+                finishes.append(payload.finish)
         events: list[Row] = []
         if steps:
             leases: dict[float | None, Any] = {None: None}  # lease_s -> the lease's end
@@ -182,8 +207,11 @@ class _StepWriter:
     def write_one(self, payload: _Write) -> None:
         if isinstance(payload, _StepWrite):
             _record_steps_alone(payload)
-        else:
+        elif isinstance(payload, _FinishWrite):
             _finish_row_alone(payload)
+        else:
+            _record_steps_alone(payload.steps)
+            _finish_row_alone(payload.finish)
 
 
 STEP_WRITER = _StepWriter()
