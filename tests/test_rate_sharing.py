@@ -283,7 +283,8 @@ def test_work_reports_its_pace_in_the_ledger(jobs: Jobs) -> None:
     scope, worker_id, rate, seen_at, throttled_at = report()
     assert (scope, worker_id) == (BASE_URL, "worker-7")
     assert throttled_at is not None  # it was refused, and told the others
-    assert rate is not None and 5.0 <= rate <= 40.0
+    # Its pace as the limiter holds it: cut after the 429s of a 20 req/s bucket, never to 0.
+    assert rate is not None and 2.0 <= rate <= 40.0
     worker.client.close()
     # Closed, it leaves: its report is dated back so that the others count it gone at once.
     assert as_utc(report()[3]) < as_utc(seen_at) - timedelta(seconds=10)
