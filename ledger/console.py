@@ -213,7 +213,7 @@ def next_step(status: RunStatus) -> str:
     if rows.rejected:
         return (
             f"nothing left to work; {rows.rejected} row(s) were rejected at ingest: correct "
-            "them in rejected_rows.csv and ingest that file"
+            "them in retry_rows.csv (why: rejected_rows.csv) and ingest it as a new run"
         )
     return "nothing left to do: every row succeeded"
 

@@ -249,7 +249,10 @@ def test_status_says_what_to_do_next_at_each_stage(ledger_env: LedgerEnv) -> Non
     no_pending = finished.model_copy(
         update={"rows": finished.rows.model_copy(update={"pending": 0})}
     )
-    assert "3 row(s) were rejected at ingest" in next_step(no_pending)
+    # retry_rows.csv holds the input's own columns: the file that ingests again.
+    assert "3 row(s) were rejected at ingest: correct them in retry_rows.csv" in next_step(
+        no_pending
+    )
     all_done = no_pending.model_copy(
         update={"rows": no_pending.rows.model_copy(update={"rejected": 0})}
     )
