@@ -3,7 +3,7 @@ calling license every row's user step needs (looked up once per batch)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ledger import action_helpers as helpers
@@ -189,16 +189,19 @@ def provision_calling(
 # --- the license -----------------------------------------------------------------------------
 
 
-def find_license(client: WebexClient, wanted: str) -> tuple[str | None, str]:
-    """The calling license by name or id: (its id, "") or, when no unit is left, (its id, why);
-    (None, why) when the org has no such license.
+def find_license(client: WebexClient, wanted: str) -> tuple[str | None, str, int | None]:
+    """The calling license by name or id: (its id, "", units left) or, when no unit is left,
+    (its id, why, 0); (None, why, None) when the org has no such license. Units left are
+    counted over every subscription that holds it (None when Webex does not count them).
 
     An org often holds several subscriptions under one license name: the first with units left
     is taken. An exhausted license still has its id returned, because users who already hold
     it need no new unit (a re-run, or a resumed row, must not fail for want of one).
     """
+    items = list(client.paginate("/licenses", items_key="items"))
+    units = license_units_left(items, wanted)
     exhausted: tuple[str, str] | None = None
-    for item in client.paginate("/licenses", items_key="items"):
+    for item in items:
         if item.get("id") == wanted or item.get("name") == wanted:
             license_id = id_of(item)
             total, consumed = item.get("totalUnits"), item.get("consumedUnits")
@@ -207,7 +210,20 @@ def find_license(client: WebexClient, wanted: str) -> tuple[str | None, str]:
                     why = f"license {wanted!r} has no units left ({consumed}/{total})"
                     exhausted = (license_id, why)
                 continue
-            return license_id, ""
+            return license_id, "", units
     if exhausted is not None:
-        return exhausted
-    return None, f"no license named {wanted!r} in this org"
+        return exhausted[0], exhausted[1], 0
+    return None, f"no license named {wanted!r} in this org", None
+
+
+def license_units_left(licenses: Iterable[JSON], wanted: str) -> int | None:
+    """Units left of the calling license (by name or id) among `licenses` (GET /licenses),
+    over every subscription that holds it; None when Webex does not count its units."""
+    left: int | None = None
+    for item in licenses:
+        if item.get("id") != wanted and item.get("name") != wanted:
+            continue
+        total, consumed = item.get("totalUnits"), item.get("consumedUnits")
+        if isinstance(total, int) and isinstance(consumed, int):
+            left = (left or 0) + max(0, total - consumed)
+    return left

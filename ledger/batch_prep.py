@@ -34,7 +34,14 @@ from ledger.error_handling import (
 from ledger.listings import BatchView, NumberInventory
 from ledger.locations import LocationOutcome, LocationProvisioner
 from ledger.logs import bind_log_context
-from ledger.records import ClaimedRow, Failure, StepName, StepOutcome, StepStatus
+from ledger.records import (
+    SUCCESS_STEP_STATUSES,
+    ClaimedRow,
+    Failure,
+    StepName,
+    StepOutcome,
+    StepStatus,
+)
 from ledger.row_runner import LicenseLookup, RowRunner, lookup_license
 from ledger.state_store import record_step
 
@@ -56,6 +63,9 @@ class PreparedBatch:
     view: BatchView | None = None
     numbers: Mapping[int, StepOutcome | Failure] = field(default_factory=dict)
     contexts: Mapping[int, registry.RowContext] = field(default_factory=dict)
+    # Rows (pks) left without a unit of the license: the rows before them, in file order,
+    # take the units left (as `ledger plan` counts them).
+    no_unit: frozenset[int] = frozenset()
 
     def in_flight(self, row: ClaimedRow) -> bool:
         """Whether the preparation already wrote for this row (its number was added): like a
@@ -86,12 +96,41 @@ def prepare_batch(
     view = batch_view(runner, rows, locations)
     if provisioner.stop.is_set() or found.license_id is None:
         return PreparedBatch(found, locations, view)
+    no_unit = _allot_units(runner, rows, found, view)
     width = runner.settings.LEDGER_CONCURRENCY
-    decided = _parallel(width, lambda row: _decide(runner, row, locations, found, view), rows)
+    decided = _parallel(
+        width, lambda row: _decide(runner, row, locations, found, view, no_unit), rows
+    )
     contexts = {row.pk: ctx for row, (ctx, _) in zip(rows, decided, strict=True) if ctx}
     candidates = [candidate for _, candidate in decided if candidate is not None]
     numbers = _add_in_bulk(runner, candidates, width)
-    return PreparedBatch(found, locations, view, numbers, contexts)
+    return PreparedBatch(found, locations, view, numbers, contexts, no_unit)
+
+
+def _allot_units(
+    runner: RowRunner, rows: Sequence[ClaimedRow], found: LicenseLookup, view: BatchView
+) -> frozenset[int]:
+    """The rows left without a unit when the units left are fewer than the batch's rows: the
+    units go in file order to the rows whose user may need one (not listed holding the
+    license, no user recorded). Webex's own count decides again with the next batch."""
+    left, license_id = found.units_left, found.license_id
+    if left is None or license_id is None or found.problem or left >= len(rows):
+        return frozenset()
+    people = view.people
+    short: set[int] = set()
+    for row in sorted(rows, key=lambda claimed: claimed.row_id):
+        user = row.steps.get(StepName.USER)
+        if user is not None and user.status in SUCCESS_STEP_STATUSES:
+            continue  # a user recorded by an earlier success holds the license
+        if runner.uses_listing(row) and people is not None:
+            person = people.get(row.user.email)
+            if person is not None and registry.holds_license(person, license_id):
+                continue
+        if left > 0:
+            left -= 1
+        else:
+            short.add(row.pk)
+    return frozenset(short)
 
 
 def batch_view(
@@ -138,6 +177,7 @@ def _decide(
     locations: Mapping[str, LocationOutcome],
     calling_license: LicenseLookup,
     view: BatchView,
+    no_unit: frozenset[int],
 ) -> tuple[registry.RowContext | None, _Candidate | None]:
     """A row's decision, made here for a row with a number to decide whose lookups the
     listings answer: its context (kept for its work, lookups memoised), and the row as a
@@ -155,7 +195,7 @@ def _decide(
     ctx = runner.context(row, location_id, license_id, mark_started=runner.recorder(row), view=view)
     with bind_log_context(batch_id=row.batch_id, row_id=row.row_id, entity_key=row.user.email):
         try:
-            runner.check_license(ctx, calling_license)
+            runner.check_license(ctx, calling_license, unit=row.pk not in no_unit)
             decision = runner.decide_steps(row, ctx)
         except (registry.StepPending, WebexError, InvariantError):
             return ctx, None  # blocked, or a lookup failed: the row's own work finds out again

@@ -11,12 +11,10 @@ location (the row `work` records it for); every other row reuses it (`unchanged`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ledger import actions_registry as registry
-from ledger.actions_common import JSON
 from ledger.actions_shared import decide_location, lookup_calling, lookup_location
 from ledger.config import Settings
 from ledger.connection_client import WebexClient
@@ -148,16 +146,3 @@ def _calling_step(ctx: registry.LocationContext, location_id: str) -> SharedPlan
 
 
 # --- the license -----------------------------------------------------------------------------
-
-
-def license_units_left(licenses: Iterable[JSON], wanted: str) -> int | None:
-    """Units left of the calling license (by name or id) among `licenses` (GET /licenses),
-    over every subscription that holds it; None when Webex does not count its units."""
-    left: int | None = None
-    for item in licenses:
-        if item.get("id") != wanted and item.get("name") != wanted:
-            continue
-        total, consumed = item.get("totalUnits"), item.get("consumedUnits")
-        if isinstance(total, int) and isinstance(consumed, int):
-            left = (left or 0) + max(0, total - consumed)
-    return left

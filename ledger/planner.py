@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ledger.actions_shared import license_units_left
 from ledger.batch_prep import batch_view
 from ledger.config import Settings
 from ledger.database import Ledger
@@ -36,12 +37,7 @@ from ledger.error_handling import ReasonCode, is_auth_failure
 from ledger.locations import LocationOutcome
 from ledger.plan_client import ReadOnlyClient
 from ledger.plan_diff import AFTER_APPLY, PlanOutcome
-from ledger.plan_org import (
-    LocationPlan,
-    license_units_left,
-    plan_location,
-    plan_locations,
-)
+from ledger.plan_org import LocationPlan, plan_location, plan_locations
 from ledger.plan_rows import RowPlan, RowPlanner, blocked
 from ledger.plan_summary import LicenseCheck, PlanSummary, PlanTally
 from ledger.preflight import UNTOUCHED, preflight

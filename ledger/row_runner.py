@@ -58,14 +58,15 @@ class LicenseLookup:
     license_id: str | None
     problem: str = ""
     error: WebexError | None = None
+    units_left: int | None = None  # None: Webex does not count them
 
 
 def lookup_license(client: WebexClient, wanted: str) -> LicenseLookup:
     try:
-        license_id, problem = registry.find_license(client, wanted)
+        license_id, problem, units_left = registry.find_license(client, wanted)
     except WebexError as error:
         return LicenseLookup(None, f"license lookup failed: {error}", error)
-    return LicenseLookup(license_id, problem)
+    return LicenseLookup(license_id, problem, units_left=units_left)
 
 
 @dataclass
@@ -167,7 +168,7 @@ class RowRunner:
                 row, location_id, license_id, mark_started=self.recorder(row), view=batch.view
             )
             progress.step = StepName.USER
-            self.check_license(ctx, calling_license)
+            self.check_license(ctx, calling_license, unit=row.pk not in batch.no_unit)
             self._row_steps(row, ctx, progress)
             finish_row(
                 self.ledger,
@@ -255,14 +256,22 @@ class RowRunner:
         record_steps(self.ledger, row, deferred, lease_s=self.settings.LEDGER_LEASE_S)
 
     @staticmethod
-    def check_license(ctx: registry.RowContext, calling_license: LicenseLookup) -> None:
-        """With no unit of the license left, only a user who already holds it can go on
-        (StepPending otherwise). The lookup is the user step's own (memoised): no request."""
-        if not calling_license.problem or ctx.user_id is not None:
+    def check_license(
+        ctx: registry.RowContext, calling_license: LicenseLookup, *, unit: bool = True
+    ) -> None:
+        """With no unit of the license left for this row (none at all, or `unit` False: the
+        batch's rows before it took the units left), only a user who already holds it can go
+        on (StepPending otherwise). The lookup is the user step's own (memoised)."""
+        if (unit and not calling_license.problem) or ctx.user_id is not None:
             return
         person = ctx.person(settle_s=ctx.settle_for(StepName.USER))
-        if not registry.holds_license(person, ctx.license_id):
-            raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, calling_license.problem)
+        if registry.holds_license(person, ctx.license_id):
+            return
+        problem = calling_license.problem or (
+            f"license {calling_license.license_id!r} has no unit left for this user: the rows "
+            "before it in the batch take the units left"
+        )
+        raise registry.StepPending(ReasonCode.LICENSE_UNAVAILABLE, problem)
 
     def decide_steps(
         self, row: ClaimedRow, ctx: registry.RowContext, progress: _Progress | None = None

@@ -19,7 +19,7 @@ from tests.support.cli import LedgerEnv, assert_exit, invoke
 from tests.support.people import person, phone
 from tests.support.plans import TOKEN, PlanOrg
 from tests.support.revoked import RevokedAfterPreflight
-from tests.support.work import make_settings
+from tests.support.work import Traffic, make_settings
 
 AFTER_APPLY = "(known after apply)"
 SETTINGS = {"voicemail_rings": "5", "call_waiting_enabled": "false"}
@@ -328,10 +328,17 @@ def test_a_license_that_runs_out_part_way_blocks_the_rows_after_the_units_left(
 
         result = org.plan()
 
-    assert_exit(result, 6)
-    assert "5 user(s) to license, units 2 left: 3 short" in result.stdout
-    assert org.planned_blocks() == {n: ("user", "license_unavailable") for n in (3, 4, 5)}
-    assert org.sim.write_request_count == 0
+        assert_exit(result, 6)
+        assert "5 user(s) to license, units 2 left: 3 short" in result.stdout
+        assert org.planned_blocks() == {n: ("user", "license_unavailable") for n in (3, 4, 5)}
+        assert org.sim.write_request_count == 0
+        # `work` gives the units left to the same rows, and asks Webex for no user it cannot
+        # license: no refused create, the same reason as the plan.
+        planned = org.planned_actions()
+        org.work()
+        assert org.worked_actions() == planned
+        assert org.worked_blocks() == org.planned_blocks()
+        assert Traffic(sim.request_log).count("POST /v1/people") == 2
 
 
 # --- the outputs -----------------------------------------------------------------------------
