@@ -68,9 +68,8 @@ logger = logging.getLogger(__name__)
 ROW_THREADS_PER_SLOT = 4
 MAX_ROW_THREADS = 256
 # The next batch is claimed once no more than this many slots' worth of the current batch's
-# rows are left to start: time enough to claim and prepare it before the threads run dry, even
-# when its preparation waits out backoffs (two slots' worth was not, under faults).
-PREFETCH_SLOTS = 8
+# rows are left to start: time enough to claim and prepare it before the threads run dry.
+PREFETCH_SLOTS = 2
 # The artifacts are refreshed again only after this many times as long as their last refresh
 # took (and LEDGER_REFRESH_S): they are rewritten from the whole run, whose size it grows with.
 REFRESH_COST_FACTOR = 10
