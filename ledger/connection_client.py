@@ -36,7 +36,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import json as jsonlib
 import logging
 import random
 import time
@@ -44,7 +43,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, NoReturn, Self
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import unquote
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -63,8 +62,8 @@ from ledger.error_handling import (
     UnexpectedResponseError,
     WebexError,
 )
-from ledger.keepalive import KeepAliveWire, proxied
 from ledger.logs import redact
+from ledger.outgoing import QueryValue, RequestHop, request_body, request_headers
 from ledger.pacing import (
     THROTTLE_STATUSES,
     AdaptiveRateLimiter,
@@ -86,34 +85,9 @@ from ledger.slots import RequestSlots
 
 logger = logging.getLogger(__name__)
 
-QueryValue = str | int | float | bool | None
-
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Raised before a byte of the request left this process: retrying cannot apply a write twice.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
-
-
-_HEADERS: Final = (("Accept", "application/json"), ("User-Agent", "ledger"))
-
-
-def _query_text(value: QueryValue) -> str:
-    """A query value as httpx writes it: booleans as `true`/`false`."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
-def _body(call: _Call, headers: list[tuple[str, str]]) -> bytes | None:
-    """The request body of `call` (JSON or the refresh grant's form), its Content-Type added."""
-    if call.form is not None:
-        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
-        return urlencode(list(call.form.items())).encode("ascii")
-    if call.json is None:
-        return None
-    headers.append(("Content-Type", "application/json"))
-    return jsonlib.dumps(
-        call.json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    ).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,26 +181,12 @@ class WebexClient:
         self._clock = clock
         self._wall_clock = wall_clock
         self._rng = rng if rng is not None else random.Random()
-        connections = max_connections or settings.LEDGER_CONCURRENCY
-        self._prefix = base_url.path.rstrip("/")  # "/v1": every relative path goes under it
-        self._origin = f"{base_url.scheme}://{base_url.netloc.decode('ascii')}"
-        # Requests go over the lean keep-alive wire; through httpx only when a transport is
-        # given (tests, rehearsals) or the environment routes Webex through a proxy.
-        self._wire: KeepAliveWire | None = None
-        self._http: httpx.Client | None = None
-        if transport is None and not proxied(base_url):
-            self._wire = KeepAliveWire(
-                base_url, timeout_s=settings.REQUEST_TIMEOUT_S, max_idle=connections
-            )
-        else:
-            self._http = httpx.Client(
-                timeout=httpx.Timeout(settings.REQUEST_TIMEOUT_S),
-                limits=httpx.Limits(
-                    max_connections=connections, max_keepalive_connections=connections
-                ),
-                transport=transport,
-                follow_redirects=False,  # a redirect would carry the token to wherever it points
-            )
+        self._hop = RequestHop(
+            base_url,
+            timeout_s=settings.REQUEST_TIMEOUT_S,
+            connections=max_connections or settings.LEDGER_CONCURRENCY,
+            transport=transport,
+        )
         self.slots = RequestSlots(settings.LEDGER_CONCURRENCY)
         limiter = AdaptiveRateLimiter(clock=clock) if adaptive_rate_limit else None
         self._throttle = Throttle(clock=clock, sleep=sleep, limiter=limiter)
@@ -254,10 +214,7 @@ class WebexClient:
     def close(self) -> None:
         if self._throttle.sharing is not None:
             self._throttle.sharing.leave()  # the other processes take this one's share now
-        if self._wire is not None:
-            self._wire.close()
-        if self._http is not None:
-            self._http.close()
+        self._hop.close()
 
     @property
     def rate_limiter(self) -> AdaptiveRateLimiter | None:
@@ -427,14 +384,14 @@ class WebexClient:
         """Wait for a turn, send once (with `token` as bearer if given), map the outcome."""
         self._counters.add_wait("throttle", self._throttle.wait_turn())
         method = call.method
-        target = self._origin_form(call)
+        target = self._hop.origin_form(call.target, call.params)
         path = unquote(target.partition("?")[0])
-        headers = [*_HEADERS, ("Authorization", f"Bearer {token}")] if token else list(_HEADERS)
-        body = _body(call, headers)
+        headers = request_headers(token)
+        body = request_body(call.json, call.form, headers)
         self._counters.add("requests_sent")
         try:
             with self.slots.held():
-                response = self._exchange(method, target, headers, body)
+                response = self._hop.send(method, target, headers, body)
         except httpx.HTTPError as exc:
             self._counters.add("transport_errors")
             error = _transport_error(exc, method, path)
@@ -452,34 +409,6 @@ class WebexClient:
             self._throttle.on_accepted()  # an answer on its merits: the rate was acceptable
         self._note_unknown_outcome(error, call.resend_unknown)
         raise error
-
-    def _origin_form(self, call: _Call) -> str:
-        """The request target as sent: the base's path prefix, the path and the query."""
-        target = call.target
-        if target.startswith("/"):
-            target = self._prefix + target
-        else:  # an absolute URL on Webex's host (checked by `_target`): a Link next page
-            parts = urlsplit(target)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if call.params:
-            query = urlencode(
-                [(name, _query_text(value)) for name, value in call.params.items()],
-                quote_via=quote,
-            )
-            target = f"{target}{'&' if '?' in target else '?'}{query}"
-        return target
-
-    def _exchange(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
-    ) -> httpx.Response:
-        if self._wire is not None:
-            response = self._wire.send(method, target, headers, body)
-            if "link" in response.headers:  # a relative next page is read against the URL
-                response.request = httpx.Request(method, self._origin + target)
-            return response
-        assert self._http is not None
-        request = httpx.Request(method, self._origin + target, headers=headers, content=body)
-        return self._http.send(request)
 
     def _status_error(
         self, response: httpx.Response, method: str, path: str, ok: frozenset[int]

@@ -21,8 +21,9 @@ import threading
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
-from ledger.connection_client import QueryValue, WebexClient
+from ledger.connection_client import WebexClient
 from ledger.error_handling import InvariantError
+from ledger.outgoing import QueryValue
 from ledger.plan_diff import AFTER_APPLY
 from ledger.responses import JsonObject, WebexResponse
 
