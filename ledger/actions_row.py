@@ -21,6 +21,7 @@ from ledger.error_handling import (
     UnexpectedResponseError,
 )
 from ledger.listings import BatchView, NumberInventory
+from ledger.new_user_defaults import NewUserDefaults
 from ledger.records import EntityType, StepName, StepOutcome, StepStatus
 from ledger.row_rules import UserRow
 
@@ -56,6 +57,8 @@ class RowContext:
     # gave it: its settings are Webex's defaults, so a write that needs no current value is
     # sent without reading them.
     fresh_person: bool = False
+    # What a user created now starts with, as this worker read it (`new_user_defaults`).
+    new_user_defaults: NewUserDefaults | None = None
     _person: JSON | None = None
     _person_known: bool = False
     _settled_s: float = 0.0

@@ -5,8 +5,9 @@ For a person the user step created a moment ago (`RowContext.fresh_person`), a w
 no current value is sent without reading first, per the PUT bodies of the official files:
 call waiting's PUT is `{enabled}` alone, and caller ID's needs only `selected` (a caller ID of
 DIRECT_LINE is still read first for a row without a number, whose person Webex does not offer
-it). Voicemail is always read: its PUT requires `notifications` and `transferToNumber`, whose
-current values a write must send back.
+it). Voicemail's PUT requires `notifications` and `transferToNumber`, whose current values a
+write must send back: for a user created now they are what the first user this worker created
+in that location showed (`new_user_defaults`); for any other person they are read.
 """
 
 from __future__ import annotations
@@ -43,12 +44,26 @@ def lookup_settings(ctx: RowContext, person_id: str) -> SettingsObserved:
     fresh = ctx.fresh_person
     seen: SettingsObserved = {}
     if row.voicemail_enabled is not None or row.voicemail_rings is not None:
-        seen["voicemail"] = _read(ctx, person_id, "voicemail")
+        seen["voicemail"] = _voicemail(ctx, person_id)
     if row.call_waiting_enabled is not None:
         seen["callWaiting"] = None if fresh else _read(ctx, person_id, "callWaiting")
     if row.caller_id is not None:
         offered = row.caller_id != "DIRECT_LINE" or row.phone_number is not None
         seen["callerId"] = None if fresh and offered else _read(ctx, person_id, "callerId")
+    return seen
+
+
+def _voicemail(ctx: RowContext, person_id: str) -> JSON:
+    """The person's voicemail: for a user created now, what the first user this worker created
+    in that location showed (`new_user_defaults`); otherwise (and for that first user) read."""
+    defaults = ctx.new_user_defaults if ctx.fresh_person else None
+    if defaults is not None:
+        known = defaults.voicemail(ctx.location_id)
+        if known is not None:
+            return known
+    seen = _read(ctx, person_id, "voicemail")
+    if defaults is not None:
+        defaults.learn_voicemail(ctx.location_id, seen)
     return seen
 
 

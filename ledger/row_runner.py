@@ -27,6 +27,7 @@ from ledger.error_handling import ClaimLostError, InvariantError, ReasonCode, We
 from ledger.listings import BatchView, OrgListings
 from ledger.locations import LocationOutcome
 from ledger.logs import bind_log_context
+from ledger.new_user_defaults import NewUserDefaults
 from ledger.records import (
     CHANGED_STEP_STATUSES,
     SHARED_STEPS,
@@ -104,6 +105,8 @@ class RowRunner:
         # lost in a crash, they are found again by the next try's lookups. Each row is worked
         # by one thread at a time.
         self._deferred: dict[int, list[StepOutcome]] = {}
+        # The settings a user this worker creates starts with, per location.
+        self.new_user_defaults = NewUserDefaults()
 
     def work(self, row: ClaimedRow, batch: PreparedBatch) -> Failure | None:
         """Work one row of a prepared batch (`batch_prep`): None once it is `success`, its
@@ -228,6 +231,7 @@ class RowRunner:
             unknown_outcome=self._settle_left(row),
             user_id=user_done.remote_id if user_done is not None else None,
             view=view if self.uses_listing(row) else None,
+            new_user_defaults=self.new_user_defaults,
         )
 
     @staticmethod
