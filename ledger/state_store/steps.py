@@ -75,6 +75,16 @@ class _FinishWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class _RowsStepWrites:
+    """Many rows' step records handed in as one write (a batch's preparation records its rows
+    together); each row is fenced by its own claim, and `lost` gathers the pks of the rows
+    whose claim was lost, when the write had to be made row by row."""
+
+    writes: tuple[_StepWrite, ...]
+    lost: set[int]
+
+
+@dataclass(frozen=True, slots=True)
 class _StepsThenFinish:
     """A row's last step records and its finish, committed together (one wait, not two)."""
 
@@ -82,7 +92,7 @@ class _StepsThenFinish:
     finish: _FinishWrite
 
 
-_Write = _StepWrite | _FinishWrite | _StepsThenFinish
+_Write = _StepWrite | _FinishWrite | _StepsThenFinish | _RowsStepWrites
 _STEP_NAMES = frozenset(StepName)
 
 
@@ -114,6 +124,32 @@ def record_steps(
         if outcome.step not in _STEP_NAMES:
             raise InvariantError(f"unknown step {outcome.step!r}")
     ledger.group.submit(STEP_WRITER, _StepWrite(ledger, row, tuple(outcomes), lease_s))
+
+
+def record_rows_steps(
+    ledger: Ledger,
+    rows_outcomes: Sequence[tuple[ClaimedRow, Sequence[StepOutcome]]],
+    *,
+    lease_s: float | None = None,
+) -> frozenset[int]:
+    """Record the steps of many claimed rows, each fenced by its own claim, in one write: one
+    transaction with the other writes of the moment, not one wait per row.
+
+    Returns once every record is committed, with the pks of the rows whose claim was lost
+    (nothing was recorded for those); the other rows' records stand.
+    """
+    writes: list[_StepWrite] = []
+    for row, outcomes in rows_outcomes:
+        for outcome in outcomes:
+            if outcome.step not in _STEP_NAMES:
+                raise InvariantError(f"unknown step {outcome.step!r}")
+        if outcomes:
+            writes.append(_StepWrite(ledger, row, tuple(outcomes), lease_s))
+    if not writes:
+        return frozenset()
+    bulk = _RowsStepWrites(tuple(writes), set())
+    ledger.group.submit(STEP_WRITER, bulk)
+    return frozenset(bulk.lost)
 
 
 def finish_row(
@@ -173,6 +209,8 @@ class _StepWriter:
                 steps.append(payload)
             elif isinstance(payload, _FinishWrite):
                 finishes.append(payload)
+            elif isinstance(payload, _RowsStepWrites):
+                steps.extend(payload.writes)
             else:  # the steps go in before any finish is checked
                 steps.append(payload.steps)
                 finishes.append(payload.finish)
@@ -209,6 +247,12 @@ class _StepWriter:
             _record_steps_alone(payload)
         elif isinstance(payload, _FinishWrite):
             _finish_row_alone(payload)
+        elif isinstance(payload, _RowsStepWrites):
+            for write in payload.writes:  # each row alone: one lost claim spoils no other row
+                try:
+                    _record_steps_alone(write)
+                except ClaimLostError:
+                    payload.lost.add(write.row.pk)
         else:
             _record_steps_alone(payload.steps)
             _finish_row_alone(payload.finish)
