@@ -127,6 +127,12 @@ def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> WebexError
     return error
 
 
+def _worth_retrying(call: _Call, error: BaseException) -> bool:
+    """Whether a try's failure is retried: a retryable error, unless it may have applied a
+    request that must not be sent twice."""
+    return isinstance(error, RetryableError) and (call.resend_unknown or not error.maybe_applied)
+
+
 def _failure(state: RetryCallState) -> BaseException:
     error = state.outcome.exception() if state.outcome is not None else None
     if error is None:
@@ -261,7 +267,21 @@ class WebexClient:
             ok=frozenset(ok),
             resend_unknown=verb in _SAFE_METHODS if safe_to_retry is None else safe_to_retry,
         )
-        return self._retrying(call)(self._attempt, call, _Renewal())
+        renewal = _Renewal()
+        try:  # most tries succeed: the retry machinery is set up after a failure only
+            return self._attempt(call, renewal)
+        except RetryableError as error:
+            if not _worth_retrying(call, error):
+                raise
+            first: list[BaseException] = [error]
+
+        def attempt() -> WebexResponse:
+            # The retry loop starts from the first try's failure, as if it had made that try.
+            if first:
+                raise first.pop()
+            return self._attempt(call, renewal)
+
+        return self._retrying(call)(attempt)
 
     def compute_backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """The wait after failed try number `attempt` (1-based), capped at RETRY_AFTER_CAP_S."""
@@ -344,14 +364,9 @@ class WebexClient:
         return path
 
     def _retrying(self, call: _Call) -> Retrying:
-        def worth_retrying(error: BaseException) -> bool:
-            return isinstance(error, RetryableError) and (
-                call.resend_unknown or not error.maybe_applied
-            )
-
         return Retrying(
             stop=stop_after_attempt(self._settings.MAX_RETRIES + 1),
-            retry=retry_if_exception(worth_retrying),
+            retry=retry_if_exception(lambda error: _worth_retrying(call, error)),
             wait=self._tenacity_wait,
             sleep=self._retry_sleep,
             before_sleep=self._log_retry,
