@@ -74,6 +74,7 @@ from ledger.pacing import (
 from ledger.rate_sharing import RateExchange, SharedRateLimit
 from ledger.responses import (
     MESSAGE_LIMIT,
+    HttpAnswer,
     JsonObject,
     WebexResponse,
     parse_retry_after,
@@ -426,7 +427,7 @@ class WebexClient:
         raise error
 
     def _status_error(
-        self, response: httpx.Response, method: str, path: str, ok: frozenset[int]
+        self, response: HttpAnswer, method: str, path: str, ok: frozenset[int]
     ) -> WebexError:
         status = response.status_code
         message, fields = read_error(response, method, path)
