@@ -7,9 +7,10 @@ which each kind of statement runs once for all of them (`executemany`): prebuilt
 statements (`step_statements`), compiled once per dialect and handed to the driver with one
 plain tuple per row, datetimes converted once per group (`driver_sql`):
 
-* the fence of every step write (its claim still holds; its lease pushed out), then one upsert
-  of every outcome, then the finish of every row, checked in the same statement against its
-  claim and, for a success, against the statuses of its required steps (no read first);
+* the fence of every step write (its claim still holds; its lease pushed out) but those of a
+  row finished in the group, then one upsert of every outcome, then the finish of every row,
+  checked in the same statement against its claim and, for a success, against the statuses
+  of its required steps (no read first): that check fences the row's steps too;
 * one insert of every event.
 
 When any fence or finish matches fewer rows than it should (a claim lost, a required step
@@ -202,7 +203,7 @@ class _StepWriter:
         dialect = dialect_of(connection)
         now = utcnow()
         at = dialect.datetime(now)
-        steps: list[_StepWrite] = []
+        steps: list[_StepWrite] = []  # the first `fenced` fenced; the others' rows finish here
         finishes: list[_FinishWrite] = []
         for payload in payloads:
             if isinstance(payload, _StepWrite):
@@ -211,20 +212,25 @@ class _StepWriter:
                 finishes.append(payload)
             elif isinstance(payload, _RowsStepWrites):
                 steps.extend(payload.writes)
-            else:  # the steps go in before any finish is checked
+        fenced = len(steps)
+        for payload in payloads:
+            if isinstance(payload, _StepsThenFinish):  # steps in before any finish is checked
                 steps.append(payload.steps)
                 finishes.append(payload.finish)
         events: list[Row] = []
-        if steps:
+        if fenced:
             leases: dict[float | None, Any] = {None: None}  # lease_s -> the lease's end
             fences: list[Row] = []
-            for write in steps:
+            for write in steps[:fenced]:
                 lease_s = write.lease_s
                 if lease_s is not None and lease_s not in leases:
                     leases[lease_s] = dialect.datetime(now + timedelta(seconds=lease_s))
                 fences.append((write.row.pk, write.row.claim_token, at, leases[lease_s]))
-            if dialect.statement(FENCE, FENCE_NAMES).run(connection, fences) != len(steps):
+            if dialect.statement(FENCE, FENCE_NAMES).run(connection, fences) != fenced:
                 raise _Refused
+        # The steps of a row finished here need no fence of their own: its finish checks the
+        # claim in this transaction, and a finish refused rolls the steps back with it.
+        if steps:
             values: list[Row] = []
             for write in steps:
                 row = write.row
