@@ -7,9 +7,10 @@ row's own decision, read-only (`RowRunner.decide_steps`); then, per location, on
 every number the inventory lacks among the rows that nothing blocks (`bulk_numbers`).
 
 Each of those rows still has its own `number` step record: `started` before the request,
-`created` after it, committed here, before the row's user is created. A number the add refused
-is that row's failure alone, which its own work records as pending. A row whose lookups are its
-own (`RowRunner.uses_listing`) adds its number itself, as it always did.
+`created` after it, committed here, before the row's user is created; the rows of one add are
+recorded together (one wait, one transaction), each fenced by its own claim. A number the add
+refused is that row's failure alone, which its own work records as pending. A row whose lookups
+are its own (`RowRunner.uses_listing`) adds its number itself, as it always did.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from typing import TypeVar
 from ledger import action_helpers as helpers
 from ledger import actions_registry as registry
 from ledger.actions_row import decide_number, find_number
-from ledger.bulk_numbers import NumberAdded, NumberResult, add_numbers
+from ledger.bulk_numbers import NumberAdded, add_numbers
 from ledger.error_handling import (
-    ClaimLostError,
     HTTPStatusError,
     InvariantError,
     ReasonCode,
@@ -43,7 +43,7 @@ from ledger.records import (
     StepStatus,
 )
 from ledger.row_runner import LicenseLookup, RowRunner, lookup_license
-from ledger.state_store import record_step
+from ledger.state_store import record_rows_steps
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +225,12 @@ def _add_for_location(
     runner: RowRunner, group: list[_Candidate], width: int
 ) -> dict[int, StepOutcome | Failure]:
     location_id = group[0].ctx.location_id
-    started = _parallel(width, lambda candidate: _mark_started(runner, candidate), group)
-    sending = [candidate for candidate, ok in zip(group, started, strict=True) if ok]
+    ledger, lease_s = runner.ledger, runner.settings.LEDGER_LEASE_S
+    # Every row's `started`, committed (together) before the add is sent.
+    started = [(c.row, [c.ctx.outcome(StepName.NUMBER, StepStatus.STARTED)]) for c in group]
+    lost = record_rows_steps(ledger, started, lease_s=lease_s)
+    # A row whose claim was lost belongs to another worker now: its number is not this one's.
+    sending = [candidate for candidate in group if candidate.row.pk not in lost]
     if not sending:
         return {}
     listings = runner.listings
@@ -243,53 +247,41 @@ def _add_for_location(
         f"{len(added)} of {len(sending)} numbers added to the location in bulk",
         extra={"event": "numbers_added", "rows": len(sending)},
     )
-    recorded = _parallel(
-        width, lambda candidate: _record(runner, candidate, results[candidate.phone]), sending
+    created: dict[int, StepOutcome] = {}
+    refused: list[tuple[_Candidate, WebexError]] = []
+    for candidate in sending:
+        result = results[candidate.phone]
+        if isinstance(result, NumberAdded):
+            created[candidate.row.pk] = _created(candidate, result)
+        else:
+            refused.append((candidate, result))
+    # Every added row's `created`, committed together.
+    lost = record_rows_steps(
+        ledger,
+        [(c.row, [created[c.row.pk]]) for c in sending if c.row.pk in created],
+        lease_s=lease_s,
     )
-    return {
-        candidate.row.pk: outcome
-        for candidate, outcome in zip(sending, recorded, strict=True)
-        if outcome is not None
+    outcomes: dict[int, StepOutcome | Failure] = {
+        pk: outcome for pk, outcome in created.items() if pk not in lost
     }
+    failures = _parallel(width, lambda pair: _refusal(pair[0].ctx, pair[0].phone, pair[1]), refused)
+    for (candidate, _), failure in zip(refused, failures, strict=True):
+        outcomes[candidate.row.pk] = failure
+    return outcomes
 
 
-def _mark_started(runner: RowRunner, candidate: _Candidate) -> bool:
-    """Record the row's number step `started` (committed before the add is sent)."""
-    try:
-        record_step(
-            runner.ledger,
-            candidate.row,
-            candidate.ctx.outcome(StepName.NUMBER, StepStatus.STARTED),
-            lease_s=runner.settings.LEDGER_LEASE_S,
-        )
-    except ClaimLostError:
-        return False  # another worker owns the row now: its number is not this one's to add
-    return True
-
-
-def _record(
-    runner: RowRunner, candidate: _Candidate, result: NumberResult
-) -> StepOutcome | Failure | None:
-    """The row's number outcome after the add: `created`, recorded; or why it was refused."""
-    ctx = candidate.ctx
-    if isinstance(result, NumberAdded):
-        outcome = ctx.outcome(
-            StepName.NUMBER,
-            StepStatus.CREATED,
-            candidate.phone,
-            http_status=result.http_status,
-            tracking_id=result.tracking_id,
-        )
-        if result.message is not None:
-            outcome = replace(outcome, message=result.message)
-        try:
-            record_step(
-                runner.ledger, candidate.row, outcome, lease_s=runner.settings.LEDGER_LEASE_S
-            )
-        except ClaimLostError:
-            return None
-        return outcome
-    return _refusal(ctx, candidate.phone, result)
+def _created(candidate: _Candidate, result: NumberAdded) -> StepOutcome:
+    """The row's number outcome after the add made it: `created`."""
+    outcome = candidate.ctx.outcome(
+        StepName.NUMBER,
+        StepStatus.CREATED,
+        candidate.phone,
+        http_status=result.http_status,
+        tracking_id=result.tracking_id,
+    )
+    if result.message is not None:
+        outcome = replace(outcome, message=result.message)
+    return outcome
 
 
 def _refusal(ctx: registry.RowContext, phone: str, error: WebexError) -> Failure:

@@ -74,6 +74,7 @@ from ledger.pacing import (
 from ledger.rate_sharing import RateExchange, SharedRateLimit
 from ledger.responses import (
     MESSAGE_LIMIT,
+    HttpAnswer,
     JsonObject,
     WebexResponse,
     parse_retry_after,
@@ -125,6 +126,12 @@ def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> WebexError
     error.maybe_applied = not isinstance(exc, _NOT_SENT)
     error.__cause__ = exc  # set now so log lines written before the raise can name it
     return error
+
+
+def _worth_retrying(call: _Call, error: BaseException) -> bool:
+    """Whether a try's failure is retried: a retryable error, unless it may have applied a
+    request that must not be sent twice."""
+    return isinstance(error, RetryableError) and (call.resend_unknown or not error.maybe_applied)
 
 
 def _failure(state: RetryCallState) -> BaseException:
@@ -261,7 +268,21 @@ class WebexClient:
             ok=frozenset(ok),
             resend_unknown=verb in _SAFE_METHODS if safe_to_retry is None else safe_to_retry,
         )
-        return self._retrying(call)(self._attempt, call, _Renewal())
+        renewal = _Renewal()
+        try:  # most tries succeed: the retry machinery is set up after a failure only
+            return self._attempt(call, renewal)
+        except RetryableError as error:
+            if not _worth_retrying(call, error):
+                raise
+            first: list[BaseException] = [error]
+
+        def attempt() -> WebexResponse:
+            # The retry loop starts from the first try's failure, as if it had made that try.
+            if first:
+                raise first.pop()
+            return self._attempt(call, renewal)
+
+        return self._retrying(call)(attempt)
 
     def compute_backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """The wait after failed try number `attempt` (1-based), capped at RETRY_AFTER_CAP_S."""
@@ -344,14 +365,9 @@ class WebexClient:
         return path
 
     def _retrying(self, call: _Call) -> Retrying:
-        def worth_retrying(error: BaseException) -> bool:
-            return isinstance(error, RetryableError) and (
-                call.resend_unknown or not error.maybe_applied
-            )
-
         return Retrying(
             stop=stop_after_attempt(self._settings.MAX_RETRIES + 1),
-            retry=retry_if_exception(worth_retrying),
+            retry=retry_if_exception(lambda error: _worth_retrying(call, error)),
             wait=self._tenacity_wait,
             sleep=self._retry_sleep,
             before_sleep=self._log_retry,
@@ -411,7 +427,7 @@ class WebexClient:
         raise error
 
     def _status_error(
-        self, response: httpx.Response, method: str, path: str, ok: frozenset[int]
+        self, response: HttpAnswer, method: str, path: str, ok: frozenset[int]
     ) -> WebexError:
         status = response.status_code
         message, fields = read_error(response, method, path)

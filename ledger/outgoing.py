@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import httpx
 
 from ledger.keepalive import KeepAliveWire, proxied
+from ledger.responses import HttpAnswer
 
 QueryValue = str | int | float | bool | None
 
@@ -100,13 +101,10 @@ class RequestHop:
 
     def send(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
-    ) -> httpx.Response:
+    ) -> HttpAnswer:
         """One exchange for an origin-form `target`; raises httpx's transport exceptions."""
         if self._wire is not None:
-            response = self._wire.send(method, target, headers, body)
-            if "link" in response.headers:  # a relative next page is read against the URL
-                response.request = httpx.Request(method, self._origin + target)
-            return response
+            return self._wire.send(method, target, headers, body)
         assert self._http is not None
         request = httpx.Request(method, self._origin + target, headers=headers, content=body)
-        return self._http.send(request)
+        return HttpAnswer.of(self._http.send(request))

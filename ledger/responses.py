@@ -33,6 +33,30 @@ MESSAGE_LIMIT: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """An answer as it came off the wire, before it means anything: its status and reason,
+    its headers (lower-case names, a repeated one's values joined by ", ", as httpx joins
+    them), its body, and the URL it answered (a relative Link is read against it)."""
+
+    status_code: int
+    reason_phrase: str
+    headers: Mapping[str, str]
+    content: bytes
+    url: str
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> HttpAnswer:
+        """The answer httpx read (through a transport given, or a proxy)."""
+        return cls(
+            response.status_code,
+            response.reason_phrase,
+            dict(response.headers.items()),
+            response.content,
+            str(response.request.url),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class WebexResponse:
     """A successful answer. `headers` has lower-case names; `next_url` is the Link rel="next"."""
 
@@ -185,7 +209,7 @@ def _nested_messages(body: Mapping[str, Any]) -> object:
     return error.get("message") if isinstance(error, Mapping) else None
 
 
-def _lenient_json(response: httpx.Response) -> object:
+def _lenient_json(response: HttpAnswer) -> object:
     """The parsed body of an error answer, or None: a body that is not JSON is no body."""
     try:
         return jsonlib.loads(response.content) if response.content else None
@@ -209,7 +233,7 @@ class ErrorFields(TypedDict):
     path: str
 
 
-def read_error(response: httpx.Response, method: str, path: str) -> tuple[str, ErrorFields]:
+def read_error(response: HttpAnswer, method: str, path: str) -> tuple[str, ErrorFields]:
     """The message (token redacted) and structured fields of an answer with an error status."""
     status = response.status_code
     body = _lenient_json(response)
@@ -228,9 +252,9 @@ def read_error(response: httpx.Response, method: str, path: str) -> tuple[str, E
     return message, fields
 
 
-def read_success(response: httpx.Response, method: str, path: str) -> WebexResponse:
+def read_success(response: HttpAnswer, method: str, path: str) -> WebexResponse:
     """The `WebexResponse` of an expected status; a body that is not a JSON object is refused."""
-    headers: Mapping[str, str] = MappingProxyType(dict(response.headers.items()))
+    headers: Mapping[str, str] = MappingProxyType(response.headers)
     status = response.status_code
     body: JsonObject | None = None
     if status != 204 and response.content.strip():
@@ -261,12 +285,17 @@ def read_success(response: httpx.Response, method: str, path: str) -> WebexRespo
     )
 
 
-def _next_url(response: httpx.Response) -> str | None:
-    url = response.links.get("next", {}).get("url")
+def _next_url(response: HttpAnswer) -> str | None:
+    link = response.headers.get("link")
+    if link is None:
+        return None
+    # The Link header read as httpx reads it.
+    links = httpx.Response(response.status_code, headers=[("link", link)]).links
+    url = links.get("next", {}).get("url")
     if not url:
         return None
     try:
         absolute = httpx.URL(url).is_absolute_url
     except httpx.InvalidURL:
         return url  # request() refuses it with an UnexpectedResponseError
-    return url if absolute else str(response.request.url.join(url))
+    return url if absolute else str(httpx.URL(response.url).join(url))

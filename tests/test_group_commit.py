@@ -185,6 +185,33 @@ def test_a_lost_claim_in_a_group_fails_only_its_own_caller(ledger: Ledger, tmp_p
     assert after[unrecorded.row_id] == ("claimed", None)
 
 
+def test_a_row_finished_with_its_last_steps_after_losing_its_claim_records_none_of_them(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    run = make_run(ledger, tmp_path, rows=30)
+    rows = claim_batch(ledger, run.id, "w1", limit=100, lease_s=LEASE_S)
+    lost = rows[2:4]
+    assert release_rows(ledger, lost) == 2
+    assert len(claim_batch(ledger, run.id, "w2", limit=2, lease_s=LEASE_S)) == 2
+    lost_ids = {row.row_id for row in lost}
+
+    # Each row's last step and its finish in one write, all rows arriving together.
+    outcomes = together(
+        ledger,
+        rows,
+        lambda row: finish_row(
+            ledger, row, status="success", required_steps=("user",), outcomes=[user_step(row)]
+        ),
+    )
+
+    assert {n for n, e in outcomes.items() if isinstance(e, ClaimLostError)} == lost_ids
+    assert {n for n, e in outcomes.items() if e is None} == {r.row_id for r in rows} - lost_ids
+    after = recorded(ledger, rows)
+    # The new owner's rows carry nothing of the old worker's: no step, no finish.
+    assert {n: after[n] for n in lost_ids} == {n: ("claimed", None) for n in lost_ids}
+    assert all(after[r.row_id] == ("success", "created") for r in rows if r.row_id not in lost_ids)
+
+
 # --- the mechanism alone ------------------------------------------------------------------------
 
 

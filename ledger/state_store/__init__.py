@@ -16,8 +16,9 @@ Which submodule does what:
 
 * `runs` — finding runs, and `begin_run`: an ingested file written as one run, streamed.
 * `claims` — claiming batches of rows and shared entities, releasing, renewing, `retry_rows`.
-* `steps` — the hot path: `record_steps`, `finish_row`, many threads' writes in one
-  transaction (`ledger.group_commit`), with prebuilt Core statements (`step_statements`).
+* `steps` — the hot path: `record_steps` (`record_rows_steps`: many rows at once),
+  `finish_row`, many threads' writes in one transaction (`ledger.group_commit`), with
+  prebuilt Core statements (`step_statements`).
 * `entities` — a shared entity's progress (`update_entity`) and its JSON; resetting failures.
 * `events` — the one builder of event lines.
 * `stats` — per-worker request counters.
@@ -44,7 +45,7 @@ from ledger.state_store.runs import (
     run_is_finished,
 )
 from ledger.state_store.stats import save_worker_stats
-from ledger.state_store.steps import finish_row, record_step, record_steps
+from ledger.state_store.steps import finish_row, record_rows_steps, record_step, record_steps
 
 __all__ = [
     "RunWriter",
@@ -56,6 +57,7 @@ __all__ = [
     "find_run_by_hash",
     "finish_row",
     "rate_exchange",
+    "record_rows_steps",
     "record_step",
     "record_steps",
     "rejection_counts",

@@ -166,15 +166,20 @@ def claim_entity(
     The result's `token` is set only when the caller now holds it. An entity nobody holds
     (new, or its holder's lease expired) is taken; a ready or failed one is reported as it is.
     """
+    query = select(SharedEntity).where(
+        SharedEntity.run_id == run_id,
+        SharedEntity.entity_type == entity_type,
+        SharedEntity.entity_key == entity_key,
+    )
+    # Every batch asks for each of its locations, nearly always one already settled: that is
+    # reported from a read, without a write transaction (nothing settled is taken again).
+    with ledger.read() as session:
+        settled = session.scalars(query).first()
+        if settled is not None and settled.status in (EntityStatus.READY, EntityStatus.FAILED):
+            return entity_state(settled, None)
     now = utcnow()
     with ledger.write() as session:
-        entity = session.scalars(
-            select(SharedEntity).where(
-                SharedEntity.run_id == run_id,
-                SharedEntity.entity_type == entity_type,
-                SharedEntity.entity_key == entity_key,
-            )
-        ).first()
+        entity = session.scalars(query).first()
         if entity is None:
             entity = SharedEntity(
                 run_id=run_id,

@@ -7,9 +7,10 @@ which each kind of statement runs once for all of them (`executemany`): prebuilt
 statements (`step_statements`), compiled once per dialect and handed to the driver with one
 plain tuple per row, datetimes converted once per group (`driver_sql`):
 
-* the fence of every step write (its claim still holds; its lease pushed out), then one upsert
-  of every outcome, then the finish of every row, checked in the same statement against its
-  claim and, for a success, against the statuses of its required steps (no read first);
+* the fence of every step write (its claim still holds; its lease pushed out) but those of a
+  row finished in the group, then one upsert of every outcome, then the finish of every row,
+  checked in the same statement against its claim and, for a success, against the statuses
+  of its required steps (no read first): that check fences the row's steps too;
 * one insert of every event.
 
 When any fence or finish matches fewer rows than it should (a claim lost, a required step
@@ -75,6 +76,16 @@ class _FinishWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class _RowsStepWrites:
+    """Many rows' step records handed in as one write (a batch's preparation records its rows
+    together); each row is fenced by its own claim, and `lost` gathers the pks of the rows
+    whose claim was lost, when the write had to be made row by row."""
+
+    writes: tuple[_StepWrite, ...]
+    lost: set[int]
+
+
+@dataclass(frozen=True, slots=True)
 class _StepsThenFinish:
     """A row's last step records and its finish, committed together (one wait, not two)."""
 
@@ -82,7 +93,7 @@ class _StepsThenFinish:
     finish: _FinishWrite
 
 
-_Write = _StepWrite | _FinishWrite | _StepsThenFinish
+_Write = _StepWrite | _FinishWrite | _StepsThenFinish | _RowsStepWrites
 _STEP_NAMES = frozenset(StepName)
 
 
@@ -114,6 +125,32 @@ def record_steps(
         if outcome.step not in _STEP_NAMES:
             raise InvariantError(f"unknown step {outcome.step!r}")
     ledger.group.submit(STEP_WRITER, _StepWrite(ledger, row, tuple(outcomes), lease_s))
+
+
+def record_rows_steps(
+    ledger: Ledger,
+    rows_outcomes: Sequence[tuple[ClaimedRow, Sequence[StepOutcome]]],
+    *,
+    lease_s: float | None = None,
+) -> frozenset[int]:
+    """Record the steps of many claimed rows, each fenced by its own claim, in one write: one
+    transaction with the other writes of the moment, not one wait per row.
+
+    Returns once every record is committed, with the pks of the rows whose claim was lost
+    (nothing was recorded for those); the other rows' records stand.
+    """
+    writes: list[_StepWrite] = []
+    for row, outcomes in rows_outcomes:
+        for outcome in outcomes:
+            if outcome.step not in _STEP_NAMES:
+                raise InvariantError(f"unknown step {outcome.step!r}")
+        if outcomes:
+            writes.append(_StepWrite(ledger, row, tuple(outcomes), lease_s))
+    if not writes:
+        return frozenset()
+    bulk = _RowsStepWrites(tuple(writes), set())
+    ledger.group.submit(STEP_WRITER, bulk)
+    return frozenset(bulk.lost)
 
 
 def finish_row(
@@ -166,27 +203,34 @@ class _StepWriter:
         dialect = dialect_of(connection)
         now = utcnow()
         at = dialect.datetime(now)
-        steps: list[_StepWrite] = []
+        steps: list[_StepWrite] = []  # the first `fenced` fenced; the others' rows finish here
         finishes: list[_FinishWrite] = []
         for payload in payloads:
             if isinstance(payload, _StepWrite):
                 steps.append(payload)
             elif isinstance(payload, _FinishWrite):
                 finishes.append(payload)
-            else:  # the steps go in before any finish is checked
+            elif isinstance(payload, _RowsStepWrites):
+                steps.extend(payload.writes)
+        fenced = len(steps)
+        for payload in payloads:
+            if isinstance(payload, _StepsThenFinish):  # steps in before any finish is checked
                 steps.append(payload.steps)
                 finishes.append(payload.finish)
         events: list[Row] = []
-        if steps:
+        if fenced:
             leases: dict[float | None, Any] = {None: None}  # lease_s -> the lease's end
             fences: list[Row] = []
-            for write in steps:
+            for write in steps[:fenced]:
                 lease_s = write.lease_s
                 if lease_s is not None and lease_s not in leases:
                     leases[lease_s] = dialect.datetime(now + timedelta(seconds=lease_s))
                 fences.append((write.row.pk, write.row.claim_token, at, leases[lease_s]))
-            if dialect.statement(FENCE, FENCE_NAMES).run(connection, fences) != len(steps):
+            if dialect.statement(FENCE, FENCE_NAMES).run(connection, fences) != fenced:
                 raise _Refused
+        # The steps of a row finished here need no fence of their own: its finish checks the
+        # claim in this transaction, and a finish refused rolls the steps back with it.
+        if steps:
             values: list[Row] = []
             for write in steps:
                 row = write.row
@@ -209,6 +253,12 @@ class _StepWriter:
             _record_steps_alone(payload)
         elif isinstance(payload, _FinishWrite):
             _finish_row_alone(payload)
+        elif isinstance(payload, _RowsStepWrites):
+            for write in payload.writes:  # each row alone: one lost claim spoils no other row
+                try:
+                    _record_steps_alone(write)
+                except ClaimLostError:
+                    payload.lost.add(write.row.pk)
         else:
             _record_steps_alone(payload.steps)
             _finish_row_alone(payload.finish)
