@@ -158,12 +158,21 @@ class AdaptiveRateLimiter:
         self._reserved_at: float | None = None
         self._next_slot = -math.inf
         self._reported = 0.0
+        self._borrowed = 0.0  # paced on top of the rate: shares other processes leave unused
 
     @property
     def rate(self) -> float | None:
         """Requests per second allowed now; None while no 429 has been seen (slow start)."""
         with self._lock:
             return None if self._ceiling is None else self._current()
+
+    @property
+    def pace(self) -> float | None:
+        """Requests per second paced now: the rate and what is borrowed (`borrow`)."""
+        with self._lock:
+            if self._ceiling is None:
+                return None
+            return min(self._max_rate, self._current() + self._borrowed)
 
     def reserve(self) -> float:
         """Claim the next send slot and return the seconds until it (sleep outside any lock)."""
@@ -175,7 +184,7 @@ class AdaptiveRateLimiter:
                 self._first_at = now
             if self._resumed_at is None:
                 self._resumed_at = now
-            rate = self._current()
+            rate = min(self._max_rate, self._current() + self._borrowed)
             due = max(now, self._next_slot)
             # Until the first 429 a few requests may go at once: a run's first requests, or
             # the few of a short command, are not spaced out.
@@ -199,6 +208,21 @@ class AdaptiveRateLimiter:
         with self._lock:
             return self._per_second(self._started, self._clock(), self._anchor_s)
 
+    def used_rate(self) -> float:
+        """Requests accepted per second over the last `window_s` seconds: the rate in use."""
+        with self._lock:
+            return self._per_second(self._accepted, self._clock(), self._window_s)
+
+    def borrow(self, rate: float) -> float:
+        """Pace `rate` more than the rate until the next call or cut; returns the whole pace.
+
+        For a limit shared with other processes: the part of theirs they leave unused. It is
+        never part of the rate this process learns: a cut gives it back first.
+        """
+        with self._lock:
+            self._borrowed = max(0.0, rate)
+            return min(self._max_rate, self._current() + self._borrowed)
+
     def on_success(self) -> float | None:
         """Count an accepted request; returns the rate when it rose well past the ceiling."""
         with self._lock:
@@ -216,6 +240,9 @@ class AdaptiveRateLimiter:
 
         A 429 for a request reserved before the latest cut belongs to the burst that caused
         that cut (threads refused together cut once), and so does any 429 within `window_s`.
+        One while pacing on borrowed shares gives them back and cuts just under the rate: the
+        others sending again, not a lower limit, is the likely cause, and what was accepted
+        measures their part too.
         """
         with self._lock:
             now = self._clock()
@@ -223,6 +250,8 @@ class AdaptiveRateLimiter:
                 return None
             if now - self._cut_at < self._window_s:
                 return None
+            if self._borrowed > 0:
+                return self._cut(now, self._current())
             return self._cut(now, self._measured(now))
 
     def on_throttled_elsewhere(self, rate: float) -> float | None:
@@ -247,6 +276,7 @@ class AdaptiveRateLimiter:
         """
         with self._lock:
             self._cut_at = -math.inf
+            self._borrowed = 0.0
             self._ceiling = min(self._max_rate, max(self._min_rate, rate))
             self._busy_s = self._plateau_s  # on the flat part of the curve, at `rate`
             self._reported = self._ceiling
@@ -298,6 +328,7 @@ class AdaptiveRateLimiter:
         self._cuts += 1
         self._resumed_at = None
         self._busy_s = 0.0
+        self._borrowed = 0.0
         self._reported = self._ceiling
         rate = self._current()
         self._next_slot = min(self._next_slot, now + 1.0 / rate)
@@ -312,6 +343,9 @@ class SharedPace(Protocol):
 
     def on_cut(self) -> None:
         """This process's limiter was just cut after a 429 of its own."""
+
+    def on_refused(self) -> None:
+        """This process was just answered 429 or 423: it sends less for a while."""
 
     def leave(self) -> None:
         """This process stops sending requests."""
@@ -374,6 +408,8 @@ class Throttle:
         self, status: int, pause: float | None, log_fields: Mapping[str, object]
     ) -> None:
         """After a 429 or 423: pause every thread if Webex asked to; a 429 also lowers the rate."""
+        if self.sharing is not None:
+            self.sharing.on_refused()
         if pause is not None:
             self.pause_all(pause)
             logger.warning(
