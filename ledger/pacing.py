@@ -159,6 +159,7 @@ class AdaptiveRateLimiter:
         self._next_slot = -math.inf
         self._reported = 0.0
         self._borrowed = 0.0  # paced on top of the rate: shares other processes leave unused
+        self._lending = False  # other processes pace on part of this one's rate
 
     @property
     def rate(self) -> float | None:
@@ -213,14 +214,16 @@ class AdaptiveRateLimiter:
         with self._lock:
             return self._per_second(self._accepted, self._clock(), self._window_s)
 
-    def borrow(self, rate: float) -> float:
+    def borrow(self, rate: float, *, lending: bool = False) -> float:
         """Pace `rate` more than the rate until the next call or cut; returns the whole pace.
 
         For a limit shared with other processes: the part of theirs they leave unused. It is
-        never part of the rate this process learns: a cut gives it back first.
+        never part of the rate this process learns: a cut gives it back first. `lending`: this
+        process leaves part of its rate to the others meanwhile.
         """
         with self._lock:
             self._borrowed = max(0.0, rate)
+            self._lending = lending
             return min(self._max_rate, self._current() + self._borrowed)
 
     def on_success(self) -> float | None:
@@ -242,7 +245,8 @@ class AdaptiveRateLimiter:
         that cut (threads refused together cut once), and so does any 429 within `window_s`.
         One while pacing on borrowed shares gives them back and cuts just under the rate: the
         others sending again, not a lower limit, is the likely cause, and what was accepted
-        measures their part too.
+        measures their part too. So does one while lending: what this process sent measures
+        its use, not the limit, and the borrowers cause it.
         """
         with self._lock:
             now = self._clock()
@@ -250,7 +254,7 @@ class AdaptiveRateLimiter:
                 return None
             if now - self._cut_at < self._window_s:
                 return None
-            if self._borrowed > 0:
+            if self._borrowed > 0 or self._lending:
                 return self._cut(now, self._current())
             return self._cut(now, self._measured(now))
 
@@ -277,6 +281,7 @@ class AdaptiveRateLimiter:
         with self._lock:
             self._cut_at = -math.inf
             self._borrowed = 0.0
+            self._lending = False
             self._ceiling = min(self._max_rate, max(self._min_rate, rate))
             self._busy_s = self._plateau_s  # on the flat part of the curve, at `rate`
             self._reported = self._ceiling
@@ -329,6 +334,7 @@ class AdaptiveRateLimiter:
         self._resumed_at = None
         self._busy_s = 0.0
         self._borrowed = 0.0
+        self._lending = False
         self._reported = self._ceiling
         rate = self._current()
         self._next_slot = min(self._next_slot, now + 1.0 / rate)

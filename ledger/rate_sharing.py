@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -202,7 +202,7 @@ class SharedRateLimit:
         return self._limiter.used_rate()
 
     def _borrow(
-        self, now: float, rate: float, used: float | None, live: Iterable[RateShare]
+        self, now: float, rate: float, used: float | None, live: Collection[RateShare]
     ) -> None:
         """Pace on top of this process's share what idle ones leave of theirs, if it uses its own.
 
@@ -212,7 +212,8 @@ class SharedRateLimit:
         it reports so within a trade, and the borrowers give the loan back at their next.
         """
         if used is None or LEND_MARGIN * used < rate:
-            self._limiter.borrow(0.0)  # an idle process lends and does not borrow
+            # It lends (to any other there is) and borrows nothing.
+            self._limiter.borrow(0.0, lending=used is not None and len(live) > 0)
             return
         lent = 0.0
         busy = rate
