@@ -127,6 +127,7 @@ class AdaptiveRateLimiter:
         probe_s: float = 30.0,
         window_s: float = 1.0,
         anchor_s: float = 15.0,
+        steady_s: float = 120.0,
         bucket_s: float = 0.5,
         min_rate: float = 1.0,
         max_rate: float = 1000.0,
@@ -146,7 +147,8 @@ class AdaptiveRateLimiter:
         self._min_rate = min_rate
         self._max_rate = max_rate
         self._lock = threading.Lock()
-        self._accepted = _EventMeter(span_s=max(anchor_s, window_s) + 1.0)
+        self._steady_s = steady_s
+        self._accepted = _EventMeter(span_s=max(anchor_s, window_s, steady_s) + 1.0)
         self._started = _EventMeter(span_s=max(anchor_s, window_s) + 1.0)
         self._mine = threading.local()  # the cuts counted when this thread last reserved
         self._ceiling: float | None = None  # the learnt limit; None until the first 429
@@ -305,14 +307,23 @@ class AdaptiveRateLimiter:
     def _estimate(self, now: float) -> float:
         """The limit, measured from the requests Webex accepted just before this 429."""
         since_cut = now - self._cut_at
-        if since_cut <= self._anchor_s:
+        resumed = self._resumed_at if self._resumed_at is not None else now
+        # Requests queued for slots nearly all the time since, at a rate still near the one
+        # the cut set: the rate, not the workload, set the pace, and the limit did not rise
+        # meanwhile, so however long ago the cut was, no idle time or old limit skews it.
+        steady = (
+            since_cut <= self._steady_s
+            and self._busy_s >= 0.9 * (now - resumed)
+            and self._ceiling is not None
+            and self._current() <= 1.25 * self._ceiling
+        )
+        if since_cut <= self._anchor_s or steady:
             # The bucket behind the limit was empty at the latest cut and is empty again now,
             # so what it let through in between is its rate. During the pause it refilled by
             # what it holds, taken as `bucket_s` seconds' worth: too much reads low, too little
             # reads high and costs one more cut soon. Nor more than the time served since: a
             # bucket that ran dry that soon held less, unless the rate sent was above twice
             # the limit (then the next cut, soon too, reads it).
-            resumed = self._resumed_at if self._resumed_at is not None else now
             paused = min(resumed - self._cut_at, self._bucket_s, now - resumed)
             served = now - resumed + paused
             if served > 0:

@@ -263,3 +263,13 @@ def test_a_429_while_lending_cuts_just_under_the_rate_not_to_what_was_used(lendi
         assert cut == pytest.approx(0.97 * rate, rel=0.01)
     else:  # alone, the limit fell below what it sent
         assert cut < 0.5 * rate
+
+
+def test_a_rate_held_just_above_the_limit_is_measured_since_the_cut_however_long_ago() -> None:
+    # Just above the limit, the bucket takes more than 15 s to run dry; measured over the last
+    # second (which a full bucket inflates), each cut kept the rate above it, for a pause every
+    # 16 s. Measured since the cut (requests queued all the while), it is just under the limit.
+    result = run_model(limit=100, threads=32, seconds=180)
+    paced = sorted(rate for rate in result.rates[20:] if rate is not None)
+    assert paced[len(paced) // 2] <= 104.0
+    assert sum(1 for refused in result.throttled[20:] if refused) <= 7
