@@ -16,11 +16,13 @@ each answer went (`on_throttled`, `on_accepted`):
     rate doubling every half second during which requests queue for slots: threads starting
     together do not empty the bucket at once, and idle time never raises a rate.
   - *The cut.* A 429 says the server's bucket just ran dry, as it did at the previous cut. If
-    that was recent (15 s), the requests accepted since, over the time since, are the limit;
-    the pause Webex asked for counts for at most half a second (a bucket refills in a pause
-    only what it holds), and no more than the time served after it (a bucket that ran dry at
-    once held little). Otherwise the requests accepted over the last second measure it; if
-    that read high (a bucket lets a burst through), the cut that soon follows corrects it.
+    that was recent (15 s), or requests queued for slots nearly all the time since at a rate
+    still near the one it set (within 120 s), the requests accepted since, over the time
+    since, are the limit; the pause Webex asked for counts for at most half a second (a
+    bucket refills in a pause only what it holds), and no more than the time served after
+    it (a bucket that ran dry at once held little). Otherwise the requests accepted over the
+    last second measure it; if that read high (a bucket lets a burst through), the cut that
+    soon follows corrects it.
     The rate becomes 0.97 times the measure: never above the rate refused, never below half
     the rate sent in one step. Threads refused together cut once: a 429 to a request reserved
     before the latest cut, or within a second of it, is ignored, and a slot reserved before a
@@ -33,8 +35,9 @@ each answer went (`on_throttled`, `on_accepted`):
     more; with less, each pause costs throughput and the measure reads low.
   - Other processes sharing the limit (`ledger.rate_sharing`, through `Throttle.sharing`)
     report their 429s, which cut this one just under its pace and restart its probe in step
-    with theirs (`on_throttled_elsewhere`), and their comings and goings, which change its
-    share of the limit (`set_share`).
+    with theirs (`on_throttled_elsewhere`), their comings and goings, which change its
+    share of the limit (`set_share`), and the part of their shares they leave unused, paced
+    on top of the rate but never learnt as part of it (`borrow`).
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
   class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
   with the count of token refreshes, as a frozen `ClientStats`, stored per batch by the executor
@@ -109,11 +112,12 @@ class _EventMeter:
 class AdaptiveRateLimiter:
     """Paces request starts at the rate Webex accepts, learnt from 429s. Thread-safe.
 
-    Memory is bounded (two rings of counters over `anchor_s`) and nothing waits here:
-    `reserve()` says how long to sleep. The method is in the module docstring; its knobs are
-    the slow start (`initial_rate`, `doubling_s`, `initial_burst`), the cut (`backoff` times
-    the measure, taken over `window_s` or since a cut within `anchor_s`, counting `bucket_s`
-    of a pause) and the probe (`probe_s` to double past the flat part).
+    Memory is bounded (two rings of counters, over `steady_s` and `anchor_s`) and nothing
+    waits here: `reserve()` says how long to sleep. The method is in the module docstring; its
+    knobs are the slow start (`initial_rate`, `doubling_s`, `initial_burst`), the cut
+    (`backoff` times the measure, taken over `window_s` or since a cut within `anchor_s`, or
+    within `steady_s` while requests queued, counting `bucket_s` of a pause) and the probe
+    (`probe_s` to double past the flat part).
     """
 
     def __init__(

@@ -3,9 +3,10 @@
 Webex limits an org's token, not a process. Each process keeps its own `AdaptiveRateLimiter`
 (`ledger.pacing`), which learns its part of the limit from its own 429s and probes above it;
 about once a second, never per request, one of its threads trades a short report with the
-other processes through the ledger (`ledger.state_store.rate`): its pace, the limit of all
-the processes together as it last knew it, and when it last cut after a 429 of its own.
-Processes whose latest report is at most `live_s` seconds old are live. From the reports:
+other processes through the ledger (`ledger.state_store.rate`): its pace (its share of the
+limit), the limit of all the processes together as it last knew it, when it last cut after a
+429 of its own, and the requests it had accepted per second over the last second. Processes
+whose latest report is at most `live_s` seconds old are live. From the reports:
 
 * **A 429 seen by one lowers the others.** A process that hears of a cut elsewhere (within
   `news_s`, and newer than `window_s` after the latest it knows of) cuts just under its pace
@@ -20,6 +21,15 @@ Processes whose latest report is at most `live_s` seconds old are live. From the
   probing for it for half a minute; one killed counts as gone once its latest report is
   `live_s` old. A process whose own reports went stale (a long pause, a ledger locked for
   long) takes its share again as if it had just started.
+* **A share left unused is used by the others.** A process between batches, out of rows or
+  short of CPU uses less than its share: it lends what it does not use (all but
+  `LEND_MARGIN` times its use), and one silent for `idle_s` (it trades only as it sends) lends
+  all of it. The processes that use their shares pace on top of them a loan, split in
+  proportion to their shares. The lender keeps its share: sending again, it says so at its
+  next trade, and the others give the loan back at theirs. A 429 to a borrower gives the loan
+  back and cuts just under its share, and so does one to a lender (it is the borrowers'
+  doing, and its light use does not measure the limit). Just after a 429 or 423 of its own,
+  or when it sends again after a silence, a process lends nothing: its use says little then.
 
 Sharing is best effort: when the ledger cannot be reached, each process paces on its own, as a
 lone process does, until the next report goes through. Reports are timed by each host's wall
