@@ -128,9 +128,8 @@ def test_a_process_starting_alone_starts_at_the_limit_learnt_before() -> None:
 # --- a process that sends nothing for a while -------------------------------------------------
 
 
-def one_idle(board: MemoryExchange, *, idle: tuple[float, float]) -> ModelResult:
+def one_idle(throttles: list[ThrottleFactory], *, idle: tuple[float, float]) -> ModelResult:
     """Three processes sharing the limit; the first sends nothing while `idle`, yet lives."""
-    throttles = sharing(board)
     processes = [
         ModelProcess(32, throttles[0], idle_s=idle),
         ModelProcess(32, throttles[1]),
@@ -140,7 +139,7 @@ def one_idle(board: MemoryExchange, *, idle: tuple[float, float]) -> ModelResult
 
 
 def test_the_others_use_the_share_of_a_process_that_sends_nothing_for_a_while() -> None:
-    result = one_idle(MemoryExchange(), idle=(20.0, 40.0))
+    result = one_idle(sharing(), idle=(20.0, 40.0))
     # Its share is lent within seconds (its report goes stale: it trades as it sends)...
     assert result.accepted_share(24, 40) >= 0.95
     # ...and given back when it sends again, for a 429 or two at most.
@@ -310,6 +309,23 @@ def test_processes_share_the_limit_through_one_sqlite_ledger(three_ledgers: list
             select(RateShareRecord.worker_id).where(RateShareRecord.scope == SCOPE)
         ).all()
     assert sorted(workers) == ["worker-0", "worker-1", "worker-2"]
+
+
+def test_an_idle_process_lends_its_share_through_one_sqlite_ledger(
+    three_ledgers: list[Ledger],
+) -> None:
+    throttles = [
+        shared_throttle(rate_exchange(ledger, SCOPE), f"worker-{n}")
+        for n, ledger in enumerate(three_ledgers)
+    ]
+    result = one_idle(throttles, idle=(20.0, 40.0))
+    assert result.accepted_share(24, 40) >= 0.95
+    assert result.throttled_share() <= 0.01
+    with three_ledgers[0].read() as session:
+        used = session.scalars(
+            select(RateShareRecord.used_per_s).where(RateShareRecord.worker_id == "worker-1")
+        ).one()
+    assert used is not None and used > 30.0  # a busy one's use: its share and a loan
 
 
 def check_reports_are_traded(ledger: Ledger) -> None:
