@@ -66,7 +66,7 @@ class RateShare:
     rate_per_s: float | None  # its pace; None while it slow-starts
     limit_per_s: float | None  # the paces of the live processes together, at its last trade
     throttled_at: float | None  # its latest cut after a 429 of its own
-    used_per_s: float | None = None  # the requests it started per second lately
+    used_per_s: float | None = None  # requests it had accepted per second lately, if telling
 
 
 # Writes this process's report and returns the reports of the processes sharing its limit
