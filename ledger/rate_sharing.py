@@ -221,12 +221,8 @@ class SharedRateLimit:
         split the loan in proportion to their shares. The lender keeps its share: sending again,
         it reports so within a trade, and the borrowers give the loan back at their next.
         """
-        if used is None or LEND_MARGIN * used < rate:
-            # It lends (to any other there is) and borrows nothing.
-            self._limiter.borrow(0.0, lending=used is not None and len(live) > 0)
-            return
         lent = 0.0
-        busy = rate
+        busy = 0.0  # the shares of the others that use theirs
         for report in live:
             if report.rate_per_s is None:
                 continue
@@ -238,7 +234,11 @@ class SharedRateLimit:
                 lent += spare
             else:
                 busy += report.rate_per_s
-        self._limiter.borrow(lent * rate / busy)
+        if used is None or LEND_MARGIN * used < rate:
+            # It borrows nothing, and lends if another uses its own share (and so the loan).
+            self._limiter.borrow(0.0, lending=used is not None and busy > 0)
+        else:
+            self._limiter.borrow(lent * rate / (rate + busy))
 
     def _start_at_known_limit(self, others: Sequence[RateShare], now: float) -> float | None:
         """Alone and slow-starting: start at the limit the latest process here knew."""

@@ -399,3 +399,20 @@ def test_work_reports_its_pace_in_the_ledger(jobs: Jobs) -> None:
     worker.client.close()
     # Closed, it leaves: its report is dated back so that the others count it gone at once.
     assert as_utc(report()[3]) < as_utc(seen_at) - timedelta(seconds=10)
+
+
+def test_a_429_to_processes_that_all_use_little_measures_what_they_use() -> None:
+    # Nobody borrows: no loan explains the 429, the limit fell below their shares (another
+    # client of the org, say). It is measured, not just cut under.
+    time = FakeTime()
+    one, other = processes = two_processes(time)
+    send_together(processes, time, rate=40.0, seconds=3.0)
+    refused(one)
+    refused(other)
+    share = one[0].rate
+    assert share is not None
+    send_each(processes, time, rates=[5.0, 5.0], seconds=6.0)
+    time.now += 1.5
+    one[0].reserve()
+    refused(one)
+    assert (one[0].rate or 0.0) < 0.5 * share
