@@ -39,7 +39,7 @@ _MIGRATION_LOCK = threading.Lock()
 MIGRATIONS_DIR = str(resources.files("ledger.migrations"))
 # The newest migration's revision. A ledger already there is opened without loading Alembic
 # (half a second of start-up for every command); a test holds this equal to Alembic's head.
-HEAD_REVISION: Final = "0003_rate_shares"
+HEAD_REVISION: Final = "0004_rate_use"
 
 
 @dataclass(frozen=True)

@@ -285,3 +285,4 @@ class RateShareRecord(Base):
     rate_per_s: Mapped[float | None] = mapped_column(Float)
     limit_per_s: Mapped[float | None] = mapped_column(Float)
     throttled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    used_per_s: Mapped[float | None] = mapped_column(Float)

@@ -16,11 +16,13 @@ each answer went (`on_throttled`, `on_accepted`):
     rate doubling every half second during which requests queue for slots: threads starting
     together do not empty the bucket at once, and idle time never raises a rate.
   - *The cut.* A 429 says the server's bucket just ran dry, as it did at the previous cut. If
-    that was recent (15 s), the requests accepted since, over the time since, are the limit;
-    the pause Webex asked for counts for at most half a second (a bucket refills in a pause
-    only what it holds), and no more than the time served after it (a bucket that ran dry at
-    once held little). Otherwise the requests accepted over the last second measure it; if
-    that read high (a bucket lets a burst through), the cut that soon follows corrects it.
+    that was recent (15 s), or requests queued for slots nearly all the time since at a rate
+    still near the one it set (within 120 s), the requests accepted since, over the time
+    since, are the limit; the pause Webex asked for counts for at most half a second (a
+    bucket refills in a pause only what it holds), and no more than the time served after
+    it (a bucket that ran dry at once held little). Otherwise the requests accepted over the
+    last second measure it; if that read high (a bucket lets a burst through), the cut that
+    soon follows corrects it.
     The rate becomes 0.97 times the measure: never above the rate refused, never below half
     the rate sent in one step. Threads refused together cut once: a 429 to a request reserved
     before the latest cut, or within a second of it, is ignored, and a slot reserved before a
@@ -33,8 +35,9 @@ each answer went (`on_throttled`, `on_accepted`):
     more; with less, each pause costs throughput and the measure reads low.
   - Other processes sharing the limit (`ledger.rate_sharing`, through `Throttle.sharing`)
     report their 429s, which cut this one just under its pace and restart its probe in step
-    with theirs (`on_throttled_elsewhere`), and their comings and goings, which change its
-    share of the limit (`set_share`).
+    with theirs (`on_throttled_elsewhere`), their comings and goings, which change its
+    share of the limit (`set_share`), and the part of their shares they leave unused, paced
+    on top of the rate but never learnt as part of it (`borrow`).
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
   class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
   with the count of token refreshes, as a frozen `ClientStats`, stored per batch by the executor
@@ -109,11 +112,12 @@ class _EventMeter:
 class AdaptiveRateLimiter:
     """Paces request starts at the rate Webex accepts, learnt from 429s. Thread-safe.
 
-    Memory is bounded (two rings of counters over `anchor_s`) and nothing waits here:
-    `reserve()` says how long to sleep. The method is in the module docstring; its knobs are
-    the slow start (`initial_rate`, `doubling_s`, `initial_burst`), the cut (`backoff` times
-    the measure, taken over `window_s` or since a cut within `anchor_s`, counting `bucket_s`
-    of a pause) and the probe (`probe_s` to double past the flat part).
+    Memory is bounded (two rings of counters, over `steady_s` and `anchor_s`) and nothing
+    waits here: `reserve()` says how long to sleep. The method is in the module docstring; its
+    knobs are the slow start (`initial_rate`, `doubling_s`, `initial_burst`), the cut
+    (`backoff` times the measure, taken over `window_s` or since a cut within `anchor_s`, or
+    within `steady_s` while requests queued, counting `bucket_s` of a pause) and the probe
+    (`probe_s` to double past the flat part).
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class AdaptiveRateLimiter:
         probe_s: float = 30.0,
         window_s: float = 1.0,
         anchor_s: float = 15.0,
+        steady_s: float = 120.0,
         bucket_s: float = 0.5,
         min_rate: float = 1.0,
         max_rate: float = 1000.0,
@@ -146,7 +151,8 @@ class AdaptiveRateLimiter:
         self._min_rate = min_rate
         self._max_rate = max_rate
         self._lock = threading.Lock()
-        self._accepted = _EventMeter(span_s=max(anchor_s, window_s) + 1.0)
+        self._steady_s = steady_s
+        self._accepted = _EventMeter(span_s=max(anchor_s, window_s, steady_s) + 1.0)
         self._started = _EventMeter(span_s=max(anchor_s, window_s) + 1.0)
         self._mine = threading.local()  # the cuts counted when this thread last reserved
         self._ceiling: float | None = None  # the learnt limit; None until the first 429
@@ -158,12 +164,22 @@ class AdaptiveRateLimiter:
         self._reserved_at: float | None = None
         self._next_slot = -math.inf
         self._reported = 0.0
+        self._borrowed = 0.0  # paced on top of the rate: shares other processes leave unused
+        self._lending = False  # other processes pace on part of this one's rate
 
     @property
     def rate(self) -> float | None:
         """Requests per second allowed now; None while no 429 has been seen (slow start)."""
         with self._lock:
             return None if self._ceiling is None else self._current()
+
+    @property
+    def pace(self) -> float | None:
+        """Requests per second paced now: the rate and what is borrowed (`borrow`)."""
+        with self._lock:
+            if self._ceiling is None:
+                return None
+            return min(self._max_rate, self._current() + self._borrowed)
 
     def reserve(self) -> float:
         """Claim the next send slot and return the seconds until it (sleep outside any lock)."""
@@ -175,7 +191,7 @@ class AdaptiveRateLimiter:
                 self._first_at = now
             if self._resumed_at is None:
                 self._resumed_at = now
-            rate = self._current()
+            rate = min(self._max_rate, self._current() + self._borrowed)
             due = max(now, self._next_slot)
             # Until the first 429 a few requests may go at once: a run's first requests, or
             # the few of a short command, are not spaced out.
@@ -199,6 +215,23 @@ class AdaptiveRateLimiter:
         with self._lock:
             return self._per_second(self._started, self._clock(), self._anchor_s)
 
+    def used_rate(self) -> float:
+        """Requests accepted per second over the last `window_s` seconds: the rate in use."""
+        with self._lock:
+            return self._per_second(self._accepted, self._clock(), self._window_s)
+
+    def borrow(self, rate: float, *, lending: bool = False) -> float:
+        """Pace `rate` more than the rate until the next call or cut; returns the whole pace.
+
+        For a limit shared with other processes: the part of theirs they leave unused. It is
+        never part of the rate this process learns: a cut gives it back first. `lending`: this
+        process leaves part of its rate to the others meanwhile.
+        """
+        with self._lock:
+            self._borrowed = max(0.0, rate)
+            self._lending = lending
+            return min(self._max_rate, self._current() + self._borrowed)
+
     def on_success(self) -> float | None:
         """Count an accepted request; returns the rate when it rose well past the ceiling."""
         with self._lock:
@@ -216,6 +249,10 @@ class AdaptiveRateLimiter:
 
         A 429 for a request reserved before the latest cut belongs to the burst that caused
         that cut (threads refused together cut once), and so does any 429 within `window_s`.
+        One while pacing on borrowed shares gives them back and cuts just under the rate: the
+        others sending again, not a lower limit, is the likely cause, and what was accepted
+        measures their part too. So does one while lending: what this process sent measures
+        its use, not the limit, and the borrowers cause it.
         """
         with self._lock:
             now = self._clock()
@@ -223,6 +260,8 @@ class AdaptiveRateLimiter:
                 return None
             if now - self._cut_at < self._window_s:
                 return None
+            if self._borrowed > 0 or self._lending:
+                return self._cut(now, self._current())
             return self._cut(now, self._measured(now))
 
     def on_throttled_elsewhere(self, rate: float) -> float | None:
@@ -247,6 +286,8 @@ class AdaptiveRateLimiter:
         """
         with self._lock:
             self._cut_at = -math.inf
+            self._borrowed = 0.0
+            self._lending = False
             self._ceiling = min(self._max_rate, max(self._min_rate, rate))
             self._busy_s = self._plateau_s  # on the flat part of the curve, at `rate`
             self._reported = self._ceiling
@@ -270,14 +311,23 @@ class AdaptiveRateLimiter:
     def _estimate(self, now: float) -> float:
         """The limit, measured from the requests Webex accepted just before this 429."""
         since_cut = now - self._cut_at
-        if since_cut <= self._anchor_s:
+        resumed = self._resumed_at if self._resumed_at is not None else now
+        # Requests queued for slots nearly all the time since, at a rate still near the one
+        # the cut set: the rate, not the workload, set the pace, and the limit did not rise
+        # meanwhile, so however long ago the cut was, no idle time or old limit skews it.
+        steady = (
+            since_cut <= self._steady_s
+            and self._busy_s >= 0.9 * (now - resumed)
+            and self._ceiling is not None
+            and self._current() <= 1.25 * self._ceiling
+        )
+        if since_cut <= self._anchor_s or steady:
             # The bucket behind the limit was empty at the latest cut and is empty again now,
             # so what it let through in between is its rate. During the pause it refilled by
             # what it holds, taken as `bucket_s` seconds' worth: too much reads low, too little
             # reads high and costs one more cut soon. Nor more than the time served since: a
             # bucket that ran dry that soon held less, unless the rate sent was above twice
             # the limit (then the next cut, soon too, reads it).
-            resumed = self._resumed_at if self._resumed_at is not None else now
             paused = min(resumed - self._cut_at, self._bucket_s, now - resumed)
             served = now - resumed + paused
             if served > 0:
@@ -298,6 +348,8 @@ class AdaptiveRateLimiter:
         self._cuts += 1
         self._resumed_at = None
         self._busy_s = 0.0
+        self._borrowed = 0.0
+        self._lending = False
         self._reported = self._ceiling
         rate = self._current()
         self._next_slot = min(self._next_slot, now + 1.0 / rate)
@@ -312,6 +364,9 @@ class SharedPace(Protocol):
 
     def on_cut(self) -> None:
         """This process's limiter was just cut after a 429 of its own."""
+
+    def on_refused(self) -> None:
+        """This process was just answered 429 or 423: it sends less for a while."""
 
     def leave(self) -> None:
         """This process stops sending requests."""
@@ -374,6 +429,8 @@ class Throttle:
         self, status: int, pause: float | None, log_fields: Mapping[str, object]
     ) -> None:
         """After a 429 or 423: pause every thread if Webex asked to; a 429 also lowers the rate."""
+        if self.sharing is not None:
+            self.sharing.on_refused()
         if pause is not None:
             self.pause_all(pause)
             logger.warning(

@@ -3,9 +3,10 @@
 Webex limits an org's token, not a process. Each process keeps its own `AdaptiveRateLimiter`
 (`ledger.pacing`), which learns its part of the limit from its own 429s and probes above it;
 about once a second, never per request, one of its threads trades a short report with the
-other processes through the ledger (`ledger.state_store.rate`): its pace, the limit of all
-the processes together as it last knew it, and when it last cut after a 429 of its own.
-Processes whose latest report is at most `live_s` seconds old are live. From the reports:
+other processes through the ledger (`ledger.state_store.rate`): its pace (its share of the
+limit), the limit of all the processes together as it last knew it, when it last cut after a
+429 of its own, and the requests it had accepted per second over the last second. Processes
+whose latest report is at most `live_s` seconds old are live. From the reports:
 
 * **A 429 seen by one lowers the others.** A process that hears of a cut elsewhere (within
   `news_s`, and newer than `window_s` after the latest it knows of) cuts just under its pace
@@ -20,6 +21,15 @@ Processes whose latest report is at most `live_s` seconds old are live. From the
   probing for it for half a minute; one killed counts as gone once its latest report is
   `live_s` old. A process whose own reports went stale (a long pause, a ledger locked for
   long) takes its share again as if it had just started.
+* **A share left unused is used by the others.** A process between batches, out of rows or
+  short of CPU uses less than its share: it lends what it does not use (all but
+  `LEND_MARGIN` times its use), and one silent for `idle_s` (it trades only as it sends) lends
+  all of it. The processes that use their shares pace on top of them a loan, split in
+  proportion to their shares. The lender keeps its share: sending again, it says so at its
+  next trade, and the others give the loan back at theirs. A 429 to a borrower gives the loan
+  back and cuts just under its share, and so does one to a lender (it is the borrowers'
+  doing, and its light use does not measure the limit). Just after a 429 or 423 of its own,
+  or when it sends again after a silence, a process lends nothing: its use says little then.
 
 Sharing is best effort: when the ledger cannot be reached, each process paces on its own, as a
 lone process does, until the next report goes through. Reports are timed by each host's wall
@@ -32,7 +42,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -43,6 +53,8 @@ logger = logging.getLogger(__name__)
 # How long a report is kept: a process starting alone within this long of the latest one
 # starts at the limit it names.
 REPORTS_KEPT_S: Final = 600.0
+# A process lends the part of its share above this many times what it uses.
+LEND_MARGIN: Final = 1.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,7 @@ class RateShare:
     rate_per_s: float | None  # its pace; None while it slow-starts
     limit_per_s: float | None  # the paces of the live processes together, at its last trade
     throttled_at: float | None  # its latest cut after a 429 of its own
+    used_per_s: float | None = None  # requests it had accepted per second lately, if telling
 
 
 # Writes this process's report and returns the reports of the processes sharing its limit
@@ -77,6 +90,7 @@ class SharedRateLimit:
         news_s: float = 3.0,
         memory_s: float = REPORTS_KEPT_S,
         window_s: float = 1.0,
+        idle_s: float = 3.0,
     ) -> None:
         self._limiter = limiter
         self._exchange = exchange
@@ -88,6 +102,7 @@ class SharedRateLimit:
         self._news_s = news_s
         self._memory_s = memory_s
         self._window_s = window_s
+        self._idle_s = idle_s
         self._syncing = threading.Lock()  # one thread trades the reports at a time
         self._lock = threading.Lock()  # the fields below
         self._due = -math.inf
@@ -96,6 +111,7 @@ class SharedRateLimit:
         self._limit: float | None = None  # the live processes' paces together then
         self._throttled_at: float | None = None  # this process's latest cut
         self._heard_at = -math.inf  # the latest cut acted on, this process's or another's
+        self._refused_at = -math.inf  # this process's latest 429 or 423
 
     def maybe_sync(self) -> None:
         if self._clock() < self._due:  # the per-request path: one clock read
@@ -105,12 +121,14 @@ class SharedRateLimit:
         try:
             with self._lock:
                 self._due = self._clock() + self._interval_s
+                now = self._wall_clock()
                 mine = RateShare(
                     self._worker_id,
-                    self._wall_clock(),
+                    now,
                     self._limiter.rate,
                     self._limit,
                     self._throttled_at,
+                    self._used(now),
                 )
             reports = self._exchange(mine)
             if reports is not None:
@@ -126,7 +144,12 @@ class SharedRateLimit:
                 # Dated back past `live_s`: counted gone at once, its limit still on record.
                 gone_at = self._wall_clock() - self._live_s - 1.0
                 mine = RateShare(
-                    self._worker_id, gone_at, self._limiter.rate, self._limit, self._throttled_at
+                    self._worker_id,
+                    gone_at,
+                    self._limiter.rate,
+                    self._limit,
+                    self._throttled_at,
+                    0.0,
                 )
                 self._traded_at = -math.inf  # should it send again, it starts as a newcomer
             self._exchange(mine)
@@ -135,6 +158,10 @@ class SharedRateLimit:
         with self._lock:
             self._throttled_at = self._heard_at = self._wall_clock()
             self._due = -math.inf  # tell the others at once
+
+    def on_refused(self) -> None:
+        with self._lock:
+            self._refused_at = self._clock()
 
     def _apply(self, mine: RateShare, reports: Sequence[RateShare]) -> None:
         now = mine.seen_at
@@ -159,17 +186,59 @@ class SharedRateLimit:
             elif not live and rate is None:
                 rate = self._start_at_known_limit(others, now)
         else:
-            # The others that stopped leave their paces to split; the ones that started take
-            # their shares, each process giving up as much.
+            # The others that stopped leave their paces to split among the ones still sending
+            # (one silent for `idle_s` may have stopped too); the ones that started take their
+            # shares, each process giving up as much.
             given_up = sum(before[gone].rate_per_s or 0.0 for gone in before.keys() - live.keys())
             started = len(live.keys() - before.keys())
-            share = (rate + given_up / (processes - started)) * (processes - started) / processes
+            sending = 1 + sum(
+                1 for w, r in live.items() if w in before and now - r.seen_at <= self._idle_s
+            )
+            share = (rate + given_up / sending) * (processes - started) / processes
             if abs(share - rate) > 0.01 * rate:
                 rate = self._set(share, processes)
             if news:
                 rate = self._cut(rate)
         if rate is not None and known:
             self._limit = rate + others_pace
+            self._borrow(now, rate, mine.used_per_s, live.values())
+
+    def _used(self, now: float) -> float | None:
+        """The requests accepted per second lately, or None (lending nothing) when that says
+        little of what it needs: soon after a 429 or 423 of its own, the pause Webex asks for
+        holds it back; sending again after `idle_s` without a trade, it has only started."""
+        if self._clock() - self._refused_at < self._idle_s or now - self._traded_at > self._idle_s:
+            return None
+        return self._limiter.used_rate()
+
+    def _borrow(
+        self, now: float, rate: float, used: float | None, live: Collection[RateShare]
+    ) -> None:
+        """Pace on top of this process's share what idle ones leave of theirs, if it uses its own.
+
+        A process using less than its share (between batches, short of rows or of CPU) lends
+        what it does not use, less a margin (`LEND_MARGIN` times its use); the ones using theirs
+        split the loan in proportion to their shares. The lender keeps its share: sending again,
+        it reports so within a trade, and the borrowers give the loan back at their next.
+        """
+        lent = 0.0
+        busy = 0.0  # the shares of the others that use theirs
+        for report in live:
+            if report.rate_per_s is None:
+                continue
+            if now - report.seen_at > self._idle_s:
+                lent += report.rate_per_s  # it sent nothing since: it trades as it sends
+                continue
+            spare = report.rate_per_s - LEND_MARGIN * (report.used_per_s or 0.0)
+            if report.used_per_s is not None and spare > 0:
+                lent += spare
+            else:
+                busy += report.rate_per_s
+        if used is None or LEND_MARGIN * used < rate:
+            # It borrows nothing, and lends if another uses its own share (and so the loan).
+            self._limiter.borrow(0.0, lending=used is not None and busy > 0)
+        else:
+            self._limiter.borrow(lent * rate / (rate + busy))
 
     def _start_at_known_limit(self, others: Sequence[RateShare], now: float) -> float | None:
         """Alone and slow-starting: start at the limit the latest process here knew."""

@@ -218,3 +218,58 @@ def test_a_limit_that_halves_is_followed_with_a_bucket_of_a_quarter_second() -> 
     result = run_model(limit=lambda now: 100.0 if now < 30 else 50.0, threads=8, burst_s=0.25)
     assert result.accepted_share(40, 60) >= 0.9
     assert result.throttled_share(30, 60) <= 0.02
+
+
+# --- a limit shared with other processes -------------------------------------------------------
+
+
+def learnt(clock: FakeTime) -> tuple[AdaptiveRateLimiter, float]:
+    """A limiter that learnt a rate of about 40/s, and the rate."""
+    limiter = AdaptiveRateLimiter(clock=clock.monotonic)
+    accept_for(limiter, clock, rate=1000.0, seconds=2.0)
+    limiter.on_throttled()
+    accept_for(limiter, clock, rate=1000.0, seconds=2.0)
+    clock.now += 20.0
+    limiter.set_share(40.0)
+    rate = limiter.rate
+    assert rate == pytest.approx(40.0)
+    return limiter, 40.0
+
+
+def test_a_loan_is_paced_on_top_of_the_rate_and_given_back_by_a_cut() -> None:
+    clock = FakeTime()
+    limiter, rate = learnt(clock)
+    assert limiter.borrow(30.0) == pytest.approx(rate + 30.0)
+    sent = accept_for(limiter, clock, rate=1000.0, seconds=2.0)
+    assert sent == pytest.approx(2.0 * (rate + 30.0), abs=3)
+    assert limiter.rate == pytest.approx(rate, rel=0.01)  # the loan is not its own rate
+    clock.now += 2.0
+    limiter.reserve()
+    # All it sent measured 70/s: a 429 now cuts its own rate just under 40/s, not to 0.97 x 70.
+    assert limiter.on_throttled() == pytest.approx(0.97 * rate, rel=0.01)
+    assert limiter.pace == pytest.approx(limiter.rate)
+
+
+@pytest.mark.parametrize("lending", [True, False])
+def test_a_429_while_lending_cuts_just_under_the_rate_not_to_what_was_used(lending: bool) -> None:
+    clock = FakeTime()
+    limiter, rate = learnt(clock)
+    limiter.borrow(0.0, lending=lending)
+    accept_for(limiter, clock, rate=10.0, seconds=5.0)  # the others pace on the rest
+    limiter.reserve()
+    cut = limiter.on_throttled()
+    assert cut is not None
+    if lending:  # the borrowers sending on its share caused it: they give it back
+        assert cut == pytest.approx(0.97 * rate, rel=0.01)
+    else:  # alone, the limit fell below what it sent
+        assert cut < 0.5 * rate
+
+
+def test_a_rate_held_just_above_the_limit_is_measured_since_the_cut_however_long_ago() -> None:
+    # Just above the limit, the bucket takes more than 15 s to run dry; measured over the last
+    # second (which a full bucket inflates), each cut kept the rate above it, for a pause every
+    # 16 s. Measured since the cut (requests queued all the while), it is just under the limit.
+    result = run_model(limit=100, threads=32, seconds=180)
+    paced = sorted(rate for rate in result.rates[20:] if rate is not None)
+    assert paced[len(paced) // 2] <= 104.0
+    assert sum(1 for refused in result.throttled[20:] if refused) <= 7

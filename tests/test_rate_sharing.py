@@ -85,7 +85,9 @@ def test_when_processes_stop_the_one_left_takes_their_shares_at_once() -> None:
 
 def test_when_processes_die_the_one_left_takes_their_shares_once_their_reports_are_stale() -> None:
     result = three_processes(sharing(), stops=(20.0, 20.0, math.inf), seconds=60, leave=False)
-    assert result.accepted_share(20, 30) < 0.75  # ten seconds before they count as gone
+    # Silent, they lend their shares within seconds, ten seconds before they count as gone.
+    assert result.accepted_share(20, 30) < 0.9
+    assert result.accepted_share(24, 35) >= 0.95
     assert result.accepted_share(35, 60) >= 0.95
     assert result.throttled_share() <= 0.01
 
@@ -123,9 +125,93 @@ def test_a_process_starting_alone_starts_at_the_limit_learnt_before() -> None:
     assert result.accepted_share(1, 10) >= 0.95
 
 
-# --- the trade, step by step -------------------------------------------------------------------
+# --- a process that sends nothing for a while -------------------------------------------------
+
+
+def one_idle(throttles: list[ThrottleFactory], *, idle: tuple[float, float]) -> ModelResult:
+    """Three processes sharing the limit; the first sends nothing while `idle`, yet lives."""
+    processes = [
+        ModelProcess(32, throttles[0], idle_s=idle),
+        ModelProcess(32, throttles[1]),
+        ModelProcess(32, throttles[2]),
+    ]
+    return run_processes(limit=100, processes=processes, seconds=60)
+
+
+def test_the_others_use_the_share_of_a_process_that_sends_nothing_for_a_while() -> None:
+    result = one_idle(sharing(), idle=(20.0, 40.0))
+    # Its share is lent within seconds (its report goes stale: it trades as it sends)...
+    assert result.accepted_share(24, 40) >= 0.95
+    # ...and given back when it sends again, for a 429 or two at most.
+    assert result.accepted_share(40, 60) >= 0.95
+    assert result.throttled_share() <= 0.01
+    sent_again = [sum(accepted[45:60]) for accepted in result.accepted_by_process]
+    assert max(sent_again) <= 2.0 * min(sent_again), sent_again
+
 
 Process = tuple[AdaptiveRateLimiter, SharedRateLimit]
+
+
+def send_each(
+    processes: list[Process], time: FakeTime, *, rates: list[float], seconds: float
+) -> list[int]:
+    """Process i sends `rates[i]` requests/s (or as many as its limiter allows), all
+    accepted, trading reports as it goes; returns the requests each sent."""
+    end = time.now + seconds
+    due = [time.now for _ in processes]
+    sent = [0 for _ in processes]
+    while time.now < end:
+        turn = min(range(len(processes)), key=due.__getitem__)
+        time.now = max(time.now, due[turn])
+        limiter, shared = processes[turn]
+        shared.maybe_sync()
+        due[turn] = time.now + max(limiter.reserve(), 1.0 / rates[turn])
+        limiter.on_success()
+        sent[turn] += 1
+    return sent
+
+
+def test_a_process_that_uses_little_of_its_share_lends_the_rest() -> None:
+    time = FakeTime()
+    idle, busy = processes = two_processes(time)
+    send_together(processes, time, rate=40.0, seconds=3.0)
+    refused(idle)  # each learns its part of a limit of about 80/s
+    refused(busy)
+    share = busy[0].rate
+    assert share is not None
+    send_each(processes, time, rates=[2.0, 1000.0], seconds=3.0)
+    sent = send_each(processes, time, rates=[2.0, 1000.0], seconds=5.0)
+    # The busy one paces at its share and most of the other's: all but the 1.25 x 2/s in use.
+    pace = busy[0].pace
+    assert pace is not None and pace >= 2 * share - 1.25 * 2.0 - 1.0
+    assert sent[1] >= 5.0 * (2 * share - 4.0)
+    assert (busy[0].rate or 0.0) <= 1.05 * share  # its own share, the loan apart
+    # The lender sends again: within two trades the loan is given back.
+    send_each(processes, time, rates=[1000.0, 1000.0], seconds=2.5)
+    assert busy[0].pace == pytest.approx(busy[0].rate)
+    sent = send_each(processes, time, rates=[1000.0, 1000.0], seconds=5.0)
+    assert max(sent) <= 1.2 * min(sent), sent
+
+
+def test_a_429_while_pacing_on_a_loan_gives_it_back_without_cutting_the_share_deeper() -> None:
+    time = FakeTime()
+    idle, busy = processes = two_processes(time)
+    send_together(processes, time, rate=40.0, seconds=3.0)
+    refused(idle)
+    refused(busy)
+    share = busy[0].rate
+    assert share is not None
+    send_each(processes, time, rates=[2.0, 1000.0], seconds=5.0)
+    assert (busy[0].pace or 0.0) > 1.5 * share
+    time.now += 1.5  # past the guard against a second cut in one burst
+    busy[0].reserve()
+    before = busy[0].rate
+    assert before is not None
+    refused(busy)  # the lender sent again before the borrower heard of it
+    assert busy[0].pace == pytest.approx(0.97 * before)
+
+
+# --- the trade, step by step -------------------------------------------------------------------
 
 
 def two_processes(time: FakeTime) -> list[Process]:
@@ -225,6 +311,23 @@ def test_processes_share_the_limit_through_one_sqlite_ledger(three_ledgers: list
     assert sorted(workers) == ["worker-0", "worker-1", "worker-2"]
 
 
+def test_an_idle_process_lends_its_share_through_one_sqlite_ledger(
+    three_ledgers: list[Ledger],
+) -> None:
+    throttles = [
+        shared_throttle(rate_exchange(ledger, SCOPE), f"worker-{n}")
+        for n, ledger in enumerate(three_ledgers)
+    ]
+    result = one_idle(throttles, idle=(20.0, 40.0))
+    assert result.accepted_share(24, 40) >= 0.95
+    assert result.throttled_share() <= 0.01
+    with three_ledgers[0].read() as session:
+        used = session.scalars(
+            select(RateShareRecord.used_per_s).where(RateShareRecord.worker_id == "worker-1")
+        ).one()
+    assert used is not None and used > 30.0  # a busy one's use: its share and a loan
+
+
 def check_reports_are_traded(ledger: Ledger) -> None:
     now = WALL_START
     mine = RateShare("worker-1", now, 30.0, 90.0, now - 5.0)
@@ -240,6 +343,14 @@ def check_reports_are_traded(ledger: Ledger) -> None:
 
 def test_reports_are_traded_through_sqlite(three_ledgers: list[Ledger]) -> None:
     check_reports_are_traded(three_ledgers[0])
+
+
+def test_a_report_says_the_rate_its_process_uses(three_ledgers: list[Ledger]) -> None:
+    mine = RateShare("worker-1", WALL_START, 30.0, 90.0, None, 12.5)
+    other = RateShare("worker-2", WALL_START + 0.5, 60.0, 90.0, None, None)
+    exchange_rate_shares(three_ledgers[0], SCOPE, mine)
+    found = exchange_rate_shares(three_ledgers[1], SCOPE, other)
+    assert sorted(found, key=str) == [mine, other]
 
 
 @pytest.mark.postgres
@@ -288,3 +399,20 @@ def test_work_reports_its_pace_in_the_ledger(jobs: Jobs) -> None:
     worker.client.close()
     # Closed, it leaves: its report is dated back so that the others count it gone at once.
     assert as_utc(report()[3]) < as_utc(seen_at) - timedelta(seconds=10)
+
+
+def test_a_429_to_processes_that_all_use_little_measures_what_they_use() -> None:
+    # Nobody borrows: no loan explains the 429, the limit fell below their shares (another
+    # client of the org, say). It is measured, not just cut under.
+    time = FakeTime()
+    one, other = processes = two_processes(time)
+    send_together(processes, time, rate=40.0, seconds=3.0)
+    refused(one)
+    refused(other)
+    share = one[0].rate
+    assert share is not None
+    send_each(processes, time, rates=[5.0, 5.0], seconds=6.0)
+    time.now += 1.5
+    one[0].reserve()
+    refused(one)
+    assert (one[0].rate or 0.0) < 0.5 * share

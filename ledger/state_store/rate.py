@@ -29,6 +29,7 @@ _COLUMNS = (
     _SHARES.c.rate_per_s,
     _SHARES.c.limit_per_s,
     _SHARES.c.throttled_at,
+    _SHARES.c.used_per_s,
 )
 
 
@@ -41,6 +42,7 @@ def exchange_rate_shares(
         "rate_per_s": mine.rate_per_s,
         "limit_per_s": mine.limit_per_s,
         "throttled_at": None if mine.throttled_at is None else _datetime(mine.throttled_at),
+        "used_per_s": mine.used_per_s,
     }
     with ledger.write_connection() as connection:
         written = connection.execute(
@@ -60,8 +62,9 @@ def exchange_rate_shares(
             rate_per_s=rate_per_s,
             limit_per_s=limit_per_s,
             throttled_at=None if throttled_at is None else as_utc(throttled_at).timestamp(),
+            used_per_s=used_per_s,
         )
-        for worker_id, seen_at, rate_per_s, limit_per_s, throttled_at in found
+        for worker_id, seen_at, rate_per_s, limit_per_s, throttled_at, used_per_s in found
     ]
     forget_before = mine.seen_at - forget_after_s
     if any(report.seen_at < forget_before for report in reports):

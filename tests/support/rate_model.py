@@ -260,13 +260,18 @@ def run_model(
 
 @dataclass(frozen=True)
 class ModelProcess:
-    """One client process: its threads share one throttle, from `start_s` to `stop_s`."""
+    """One client process: its threads share one throttle, from `start_s` to `stop_s`.
+
+    Between `idle_s[0]` and `idle_s[1]` it sends nothing but stays live, as a `work` process
+    does while it prepares a batch or waits for rows.
+    """
 
     threads: int
     throttle: ThrottleFactory = client_throttle
     start_s: float = 0.0
     stop_s: float = math.inf
     leaves: bool = True  # at `stop_s` it tells the others sharing its limit, or it just dies
+    idle_s: tuple[float, float] = (math.inf, math.inf)
 
 
 def run_processes(
@@ -306,6 +311,9 @@ def run_processes(
             scheduler.sleep(start)
         gate = gate_of(process)
         while time.now < spec.stop_s:
+            if spec.idle_s[0] <= time.now < spec.idle_s[1]:
+                scheduler.sleep(spec.idle_s[1] - time.now)
+                continue
             gate.wait_turn()
             now = time.now
             accepted = server.take(now)
