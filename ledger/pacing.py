@@ -31,7 +31,7 @@ each answer went (`on_throttled`, `on_accepted`):
     queueing: back near the measure in seconds, flat around it, then rising ever faster
     (doubling 30 s past the flat part). A limit that rose is found within a minute; one that
     did not is crossed about once a minute, for a few 429s and one or two cuts.
-  - This holds the limit within a few percent when the bucket holds half a second's worth or
+  - This holds the limit within a few percent if the bucket holds half a second's worth or
     more; with less, each pause costs throughput and the measure reads low.
   - Other processes sharing the limit (`ledger.rate_sharing`, through `Throttle.sharing`)
     report their 429s, which cut this one just under its pace and restart its probe in step
@@ -39,9 +39,8 @@ each answer went (`on_throttled`, `on_accepted`):
     share of the limit (`set_share`), and the part of their shares they leave unused, paced
     on top of the rate but never learnt as part of it (`borrow`).
 * **Counters for the operator.** `RequestCounters` counts requests, retries, 429s, statuses by
-  class and seconds spent waiting (summed over threads); `WebexClient.stats()` snapshots them,
-  with the count of token refreshes, as a frozen `ClientStats`, stored per batch by the executor
-  and shown by `ledger status`.
+  class and seconds waited (summed over threads); `WebexClient.stats()` snapshots them as a
+  `ClientStats`, stored per batch by the executor and shown by `ledger status`.
 """
 
 from __future__ import annotations
