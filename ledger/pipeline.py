@@ -7,7 +7,8 @@ batch's tail. At most `BATCHES_HELD` batches are held at once: the next is claim
 oldest is done. A batch is closed, on this (the calling) thread, once its last row is done.
 
 The pool has more threads than request slots (`slots`): a row is worked holding a slot, and a
-row sleeping in a backoff gives it to another meanwhile (see `ledger.slots`). A row whose turn
+row sleeping in a backoff gives it to another meanwhile (see `ledger.slots`); rows about to
+start take a slot behind every other taker (a batch's preparation among them). A row whose turn
 comes while work is stopping, or that its batch says cannot start, is set aside unstarted and
 handed to `close_batch`, which gives it back.
 """
@@ -129,7 +130,7 @@ class BatchPipeline(Generic[B]):
 
     def _run_row(self, flight: _InFlight[B], row: ClaimedRow) -> None:
         try:
-            with self._slots.held():
+            with self._slots.held(start=True):
                 startable = self._can_start(flight.batch, row)
                 self._note(flight, started=True)
                 if not startable:
