@@ -19,7 +19,7 @@ saved, and the artifacts rewritten once LEDGER_REFRESH_S has passed since they l
 ten times as long as that refresh took: a refresh reads the whole run, so on a large one it
 waits longer, and refreshing never takes more than a tenth of the worker's time. With
 LEDGER_REFRESH_S=0 they are rewritten after every batch. They are always written when `work`
-stops.
+stops; otherwise the last batch leaves them to that write rather than writing them twice.
 
 Before the first claim, one read checks the token, its scopes, the org and the base URL
 (`preflight`); when it fails, the run stops with every row still ready.
@@ -205,7 +205,9 @@ class Worker:
             open_batch=self._open_batch,
             can_start=self._can_start,
             work=self._work_one,
-            close_batch=lambda batch, unstarted: self._close_batch(batch, unstarted, report),
+            close_batch=lambda batch, unstarted, last: self._close_batch(
+                batch, unstarted, report, last=last
+            ),
         )
         with LeaseKeeper(self.ledger, settings.LEDGER_LEASE_S) as keeper:
             self._keeper = keeper
@@ -306,7 +308,9 @@ class Worker:
             return
         self._count(batch.tally, failure)
 
-    def _close_batch(self, batch: _Batch, unstarted: list[ClaimedRow], report: WorkReport) -> None:
+    def _close_batch(
+        self, batch: _Batch, unstarted: list[ClaimedRow], report: WorkReport, *, last: bool
+    ) -> None:
         tally = batch.tally
         report.released += release_rows(self.ledger, unstarted)
         report.success += tally.success
@@ -314,7 +318,7 @@ class Worker:
         if self._keeper is not None:
             self._keeper.drop(batch.rows[0].claim_token)
         self._save_stats()
-        if self._refresh_due():
+        if self._refresh_due(last=last):
             self._refresh_artifacts(report)
         elapsed = time.monotonic() - batch.started_at
         logger.info(
@@ -378,11 +382,14 @@ class Worker:
             wait_s=stats.retry_wait_s + stats.throttle_wait_s,
         )
 
-    def _refresh_due(self) -> bool:
-        """Whether a batch that ends now refreshes the artifacts (see REFRESH_COST_FACTOR)."""
+    def _refresh_due(self, *, last: bool) -> bool:
+        """Whether a batch that ends now refreshes the artifacts (see REFRESH_COST_FACTOR).
+        Not the `last` batch: `run` writes them as `work` stops, right after it."""
         floor = self.settings.LEDGER_REFRESH_S
         if floor == 0:  # asked for after every batch, whatever it costs
             return True
+        if last:
+            return False
         interval = max(floor, REFRESH_COST_FACTOR * self._refresh_took)
         return self.clock() - self._refreshed_at >= interval
 

@@ -58,7 +58,9 @@ class BatchPipeline(Generic[B]):
     can_start(batch, row)           whether the row may be worked now, stopping or not
                                     (else it is set aside)
     work(batch, row)                work one row (a row thread, holding a request slot)
-    close_batch(batch, unstarted)   last row done: give `unstarted` back, report (this thread)
+    close_batch(batch, unstarted, last)  last row done: give `unstarted` back, report (this
+                                    thread); `last`: no other batch is held and the source
+                                    has none left to give as far as is known
     """
 
     def __init__(
@@ -73,7 +75,7 @@ class BatchPipeline(Generic[B]):
         open_batch: Callable[[int, list[ClaimedRow]], B],
         can_start: Callable[[B, ClaimedRow], bool],
         work: Callable[[B, ClaimedRow], None],
-        close_batch: Callable[[B, list[ClaimedRow]], None],
+        close_batch: Callable[[B, list[ClaimedRow], bool], None],
     ) -> None:
         self._source = source
         self._slots = slots
@@ -113,7 +115,18 @@ class BatchPipeline(Generic[B]):
                 active.remove(flight)
                 for future in flight.futures:
                     future.result()  # a row's unexpected error ends `work`, as it always did
-                self._close(flight.batch, flight.unstarted)
+            if done and not active and not claim_after_close and not self._stopping():
+                # Whether a batch follows decides whether this one is the last (see close).
+                rows = source.claim(working=True)
+                if rows is not None:
+                    active.append(self._start(pool, source.batches, rows))
+                claim_after_close = rows is None
+            for flight in done:
+                # The last, as far as is known: no other batch held and none left to claim.
+                last = not active and (
+                    claim_after_close or source.ended is not None or self._stopping()
+                )
+                self._close(flight.batch, flight.unstarted, last)
                 claim_after_close = False
             if done:
                 continue
