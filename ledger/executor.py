@@ -5,12 +5,12 @@ calling license, and its locations, each provisioned once per run by whoever get
 `locations`); then its rows run in a pool of threads (`row_runner`), each row's outcome
 committed before its next step starts, and no transaction open while a request is in flight.
 
-The batches form a pipeline (`pipeline`): when few rows of the current batch are left to start,
-the next batch is claimed and prepared, and its rows queue behind them, so the pool never idles
-on a batch's tail; a worker holds at most `BATCHES_HELD` batches at once (tails of rows
-settling a lost create included). LEDGER_CONCURRENCY bounds the rows at work and the requests
-in flight (`slots`): there are more row threads than that, and a row
-sleeping in a backoff or a settling lookup gives its slot to another row meanwhile.
+The batches form a pipeline (`pipeline`): once the circuit breaker could judge the current batch
+(BREAKER_MIN_ROWS done), the next is claimed and prepared, and its rows queue behind them, so the
+pool never idles while a batch is prepared; a worker holds at most `BATCHES_HELD` batches at
+once (tails of rows settling a lost create included). LEDGER_CONCURRENCY bounds the rows at work
+and the requests in flight (`slots`): there are more row threads than that, and a row sleeping in
+a backoff or a settling lookup gives its slot to another row meanwhile.
 
 Failures of the outside world become pending rows and log lines; nothing raised by a row stops
 the run. The circuit breaker (counted per batch) and SIGINT/SIGTERM stop the run between rows:
@@ -19,7 +19,7 @@ saved, and the artifacts rewritten once LEDGER_REFRESH_S has passed since they l
 ten times as long as that refresh took: a refresh reads the whole run, so on a large one it
 waits longer, and refreshing never takes more than a tenth of the worker's time. With
 LEDGER_REFRESH_S=0 they are rewritten after every batch. They are always written when `work`
-stops.
+stops; otherwise the last batch leaves them to that write rather than writing them twice.
 
 Before the first claim, one read checks the token, its scopes, the org and the base URL
 (`preflight`); when it fails, the run stops with every row still ready.
@@ -64,15 +64,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Row threads per request slot: the extra threads work rows while others wait out a backoff.
-ROW_THREADS_PER_SLOT = 4
+# Row threads per request slot: the extra threads work rows while others wait out a backoff or
+# settle a lost create (LOOKUP_SETTLE_S, holding no slot but a thread). Under the fault mix of
+# the work benchmark up to 75 rows of a worker settled at once: with four threads per slot
+# (128 at the default concurrency), not far from leaving slots idle.
+ROW_THREADS_PER_SLOT = 8
 MAX_ROW_THREADS = 256
-# The next batch is claimed once no more than this many slots' worth of the current batch's
-# rows are left to start: time enough to claim and prepare it before the threads run dry.
-PREFETCH_SLOTS = 2
+# The next batch is claimed once BREAKER_MIN_ROWS of the current batch's rows are done (the
+# breaker has judged it: one tripping in a batch finds no next one claimed), so that it is
+# prepared while the current one is worked: preparing a batch (its listings, each row's
+# decision, its bulk number adds) takes about as long as working it. Failing that (the first
+# rows wait out a settle), once no more than this many slots' worth of its rows, and at most
+# half the batch, are left to start.
+PREFETCH_SLOTS = 8
+# The circuit breaker judges a batch once this many of its rows are done.
+BREAKER_MIN_ROWS = 10
 # The artifacts are refreshed again only after this many times as long as their last refresh
 # took (and LEDGER_REFRESH_S): they are rewritten from the whole run, whose size it grows with.
 REFRESH_COST_FACTOR = 10
+
+
+def prefetch_rows(concurrency: int, batch_size: int) -> int:
+    """How few of a batch's rows left to start have the next batch claimed (PREFETCH_SLOTS)."""
+    return min(PREFETCH_SLOTS * concurrency, batch_size // 2)
 
 
 def default_worker_id() -> str:
@@ -185,12 +199,15 @@ class Worker:
             source,
             slots=self.client.slots,
             threads=min(ROW_THREADS_PER_SLOT * concurrency, max(concurrency, MAX_ROW_THREADS)),
-            prefetch_at=PREFETCH_SLOTS * concurrency,
+            prefetch_at=prefetch_rows(concurrency, bounds.batch_size),
+            judged_after=BREAKER_MIN_ROWS,
             stopping=self._stopping,
             open_batch=self._open_batch,
             can_start=self._can_start,
             work=self._work_one,
-            close_batch=lambda batch, unstarted: self._close_batch(batch, unstarted, report),
+            close_batch=lambda batch, unstarted, last: self._close_batch(
+                batch, unstarted, report, last=last
+            ),
         )
         with LeaseKeeper(self.ledger, settings.LEDGER_LEASE_S) as keeper:
             self._keeper = keeper
@@ -291,7 +308,9 @@ class Worker:
             return
         self._count(batch.tally, failure)
 
-    def _close_batch(self, batch: _Batch, unstarted: list[ClaimedRow], report: WorkReport) -> None:
+    def _close_batch(
+        self, batch: _Batch, unstarted: list[ClaimedRow], report: WorkReport, *, last: bool
+    ) -> None:
         tally = batch.tally
         report.released += release_rows(self.ledger, unstarted)
         report.success += tally.success
@@ -299,7 +318,7 @@ class Worker:
         if self._keeper is not None:
             self._keeper.drop(batch.rows[0].claim_token)
         self._save_stats()
-        if self._refresh_due():
+        if self._refresh_due(last=last):
             self._refresh_artifacts(report)
         elapsed = time.monotonic() - batch.started_at
         logger.info(
@@ -333,7 +352,10 @@ class Worker:
                     tally.auth_failures += 1
             else:
                 tally.success += 1
-            tripped = tally.processed >= 10 and tally.auth_failures / tally.processed >= threshold
+            tripped = (
+                tally.processed >= BREAKER_MIN_ROWS
+                and tally.auth_failures / tally.processed >= threshold
+            )
         self.progress.row_finished(RowStatus.PENDING if failure is not None else RowStatus.SUCCESS)
         if tripped and not self.breaker.is_set():
             self.breaker.set()
@@ -360,11 +382,14 @@ class Worker:
             wait_s=stats.retry_wait_s + stats.throttle_wait_s,
         )
 
-    def _refresh_due(self) -> bool:
-        """Whether a batch that ends now refreshes the artifacts (see REFRESH_COST_FACTOR)."""
+    def _refresh_due(self, *, last: bool) -> bool:
+        """Whether a batch that ends now refreshes the artifacts (see REFRESH_COST_FACTOR).
+        Not the `last` batch: `run` writes them as `work` stops, right after it."""
         floor = self.settings.LEDGER_REFRESH_S
         if floor == 0:  # asked for after every batch, whatever it costs
             return True
+        if last:
+            return False
         interval = max(floor, REFRESH_COST_FACTOR * self._refresh_took)
         return self.clock() - self._refreshed_at >= interval
 

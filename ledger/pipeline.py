@@ -1,13 +1,16 @@
 """Keeping a worker's row threads busy: batches claimed ahead, rows fed to a pool of threads.
 
-`BatchPipeline` claims a batch, has it opened (prepared) and queues its rows for the pool. When
-no more than `prefetch_at` of its rows are left to start, it claims and opens the next one, whose
-rows queue behind them, so the threads go on from one batch to the next instead of idling on a
-batch's tail. At most `BATCHES_HELD` batches are held at once: the next is claimed only once the
-oldest is done. A batch is closed, on this (the calling) thread, once its last row is done.
+`BatchPipeline` claims a batch, has it opened (prepared) and queues its rows for the pool. Once
+`judged_after` of its rows are done (what the worker needs to judge a batch, say whether the
+circuit breaker trips), or no more than `prefetch_at` are left to start, it claims and opens the
+next one, whose rows queue behind them: a batch is prepared while the one before it is worked,
+so the threads go on from one batch to the next instead of idling while one is prepared. At most
+`BATCHES_HELD` batches are held at once. A batch is closed, on this (the calling) thread, once
+its last row is done.
 
 The pool has more threads than request slots (`slots`): a row is worked holding a slot, and a
-row sleeping in a backoff gives it to another meanwhile (see `ledger.slots`). A row whose turn
+row sleeping in a backoff gives it to another meanwhile (see `ledger.slots`); rows about to
+start take a slot behind every other taker (a batch's preparation among them). A row whose turn
 comes while work is stopping, or that its batch says cannot start, is set aside unstarted and
 handed to `close_batch`, which gives it back.
 """
@@ -41,6 +44,8 @@ class _InFlight(Generic[B]):
     rows: list[ClaimedRow]
     to_start: int
     to_finish: int
+    # The next batch may be claimed once `to_finish` is down to this (`judged_after` rows done).
+    to_judge: int
     unstarted: list[ClaimedRow] = field(default_factory=list)
     futures: list[Future[None]] = field(default_factory=list)
 
@@ -53,7 +58,9 @@ class BatchPipeline(Generic[B]):
     can_start(batch, row)           whether the row may be worked now, stopping or not
                                     (else it is set aside)
     work(batch, row)                work one row (a row thread, holding a request slot)
-    close_batch(batch, unstarted)   last row done: give `unstarted` back, report (this thread)
+    close_batch(batch, unstarted, last)  last row done: give `unstarted` back, report (this
+                                    thread); `last`: no other batch is held and the source
+                                    has none left to give as far as is known
     """
 
     def __init__(
@@ -63,16 +70,18 @@ class BatchPipeline(Generic[B]):
         slots: RequestSlots,
         threads: int,
         prefetch_at: int,
+        judged_after: int,
         stopping: Callable[[], bool],
         open_batch: Callable[[int, list[ClaimedRow]], B],
         can_start: Callable[[B, ClaimedRow], bool],
         work: Callable[[B, ClaimedRow], None],
-        close_batch: Callable[[B, list[ClaimedRow]], None],
+        close_batch: Callable[[B, list[ClaimedRow], bool], None],
     ) -> None:
         self._source = source
         self._slots = slots
         self._threads = threads
         self._prefetch_at = prefetch_at
+        self._judged_after = judged_after
         self._stopping = stopping
         self._open = open_batch
         self._can_start = can_start
@@ -98,13 +107,26 @@ class BatchPipeline(Generic[B]):
                 seen = self._changes
                 done = [flight for flight in active if flight.to_finish == 0]
                 room = len(active) < BATCHES_HELD and (
-                    not active or active[-1].to_start <= self._prefetch_at
+                    not active
+                    or active[-1].to_start <= self._prefetch_at
+                    or active[-1].to_finish <= active[-1].to_judge
                 )
             for flight in done:
                 active.remove(flight)
                 for future in flight.futures:
                     future.result()  # a row's unexpected error ends `work`, as it always did
-                self._close(flight.batch, flight.unstarted)
+            if done and not active and not claim_after_close and not self._stopping():
+                # Whether a batch follows decides whether this one is the last (see close).
+                rows = source.claim(working=True)
+                if rows is not None:
+                    active.append(self._start(pool, source.batches, rows))
+                claim_after_close = rows is None
+            for flight in done:
+                # The last, as far as is known: no other batch held and none left to claim.
+                last = not active and (
+                    claim_after_close or source.ended is not None or self._stopping()
+                )
+                self._close(flight.batch, flight.unstarted, last)
                 claim_after_close = False
             if done:
                 continue
@@ -123,13 +145,15 @@ class BatchPipeline(Generic[B]):
             self._changed.wait_for(lambda: self._changes != seen, STOP_POLL_S)
 
     def _start(self, pool: ThreadPoolExecutor, number: int, rows: list[ClaimedRow]) -> _InFlight[B]:
-        flight = _InFlight(self._open(number, rows), rows, len(rows), len(rows))
+        count = len(rows)
+        judged = count - min(self._judged_after, count)
+        flight = _InFlight(self._open(number, rows), rows, count, count, judged)
         flight.futures = [pool.submit(self._run_row, flight, row) for row in rows]
         return flight
 
     def _run_row(self, flight: _InFlight[B], row: ClaimedRow) -> None:
         try:
-            with self._slots.held():
+            with self._slots.held(start=True):
                 startable = self._can_start(flight.batch, row)
                 self._note(flight, started=True)
                 if not startable:
@@ -149,7 +173,7 @@ class BatchPipeline(Generic[B]):
                     return
             if finished:
                 flight.to_finish -= 1
-                if flight.to_finish != 0:
+                if flight.to_finish not in (0, flight.to_judge):
                     return
             self._changes += 1
             self._changed.notify_all()

@@ -1,12 +1,16 @@
 """Request slots: at most LEDGER_CONCURRENCY requests in flight in a worker, and a row that
 waits gives its slot to a row that can send.
 
-A row thread holds a slot while it works a row (`held()`), so that no more than
+A row thread holds a slot while it works a row (`held(start=True)`), so that no more than
 LEDGER_CONCURRENCY rows are busy at once; while it sleeps before a retry or between the lookups
 of a settling create (`released()`), the slot goes to another row, and it takes one back before
 it goes on. A thread that holds none (a batch's preparation, the preflight) takes one for each
 send only. Every request is sent holding a slot: the limit is on requests in flight, and a
 worker with rows waiting out a backoff still sends at its full width.
+
+Rows about to start wait behind every other taker: there are hundreds of them (a batch's rows
+queue for the slots), and a batch's preparation, or a row back from a wait, that queued behind
+them would wait for a whole batch's worth of requests, leaving the next batch unprepared.
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ class RequestSlots:
         if limit < 1:
             raise ValueError(f"request slots must be at least 1, got {limit}")
         self.limit = limit
-        self._free = threading.Semaphore(limit)
+        self._lock = threading.Lock()
+        self._first = threading.Condition(self._lock)  # takers served before rows starting
+        self._starting = threading.Condition(self._lock)  # rows about to start
+        self._free = limit
+        self._first_waiting = 0
+        self._starting_waiting = 0
         self._mine = threading.local()
 
     def holds(self) -> bool:
@@ -31,18 +40,19 @@ class RequestSlots:
         return bool(getattr(self._mine, "held", False))
 
     @contextmanager
-    def held(self) -> Iterator[None]:
-        """Hold a slot for the block (waiting for one); a thread that holds one keeps it."""
+    def held(self, *, start: bool = False) -> Iterator[None]:
+        """Hold a slot for the block (waiting for one); a thread that holds one keeps it.
+        `start`: a row about to start, which waits behind every other taker."""
         if self.holds():
             yield
             return
-        self._free.acquire()
+        self._take(start=start)
         self._mine.held = True
         try:
             yield
         finally:
             self._mine.held = False
-            self._free.release()
+            self._give()
 
     @contextmanager
     def released(self) -> Iterator[None]:
@@ -51,9 +61,43 @@ class RequestSlots:
             yield
             return
         self._mine.held = False
-        self._free.release()
+        self._give()
         try:
             yield
         finally:
-            self._free.acquire()
+            self._take(start=False)
             self._mine.held = True
+
+    def waiting(self) -> tuple[int, int]:
+        """How many threads wait for a slot now: (other takers, rows about to start)."""
+        with self._lock:
+            return self._first_waiting, self._starting_waiting
+
+    def _take(self, *, start: bool) -> None:
+        with self._lock:
+            if start:
+                self._starting_waiting += 1
+                try:
+                    while self._free == 0 or self._first_waiting:
+                        self._starting.wait()
+                finally:
+                    self._starting_waiting -= 1
+            else:
+                self._first_waiting += 1
+                try:
+                    while self._free == 0:
+                        self._first.wait()
+                finally:
+                    self._first_waiting -= 1
+            self._free -= 1
+            if self._free and not self._first_waiting:
+                # Rows that waited while a first taker did: as many as slots are free.
+                self._starting.notify(self._free)
+
+    def _give(self) -> None:
+        with self._lock:
+            self._free += 1
+            if self._first_waiting:
+                self._first.notify()
+            else:
+                self._starting.notify()

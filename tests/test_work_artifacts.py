@@ -164,3 +164,42 @@ def test_a_slow_refresh_waits_ten_times_as_long_before_the_next(
     # LEDGER_REFRESH_S, or ten times the refresh's duration where that is longer, apart.
     assert all(floor <= gap < floor + BATCH_S + refresh_takes for gap in gaps), gaps
     assert {line["row_id"] for line in job.results()} == {str(n) for n in range(1, 21)}
+
+
+def test_the_last_batch_leaves_the_artifacts_to_the_write_as_work_stops(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refresh rewrites the whole run (seconds on a large one): due as the last batch ends, it
+    # would be made twice in a row, once for that batch and once as `work` stops.
+    job = jobs.start(
+        [person(n) for n in range(1, 5)],
+        BATCH_SIZE=1,
+        LEDGER_CONCURRENCY=1,
+        LEDGER_REFRESH_S=4,
+    )
+    started: list[float] = []
+
+    def timed(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
+        started.append(jobs.time.monotonic())
+        return export_all(ledger, run, out_dir)
+
+    monkeypatch.setattr(executor, "export_all", timed)
+    progress = SlowBatches(jobs.time)
+    worker = executor.Worker(
+        job.settings,
+        job.ledger,
+        job.client(),
+        job.run,
+        progress=progress,
+        out_dir=job.out_dir,
+        clock=jobs.time.monotonic,
+    )
+    begun = jobs.time.monotonic()
+
+    report = worker.run()
+
+    assert report.ended == "finished" and report.batches == 4
+    # The batches end BATCH_S apart, at 0, 5, 10 and 15 s: the second and third refresh the
+    # artifacts, the last leaves them to the write as work stops (after its own BATCH_S).
+    assert [at - begun for at in started] == [5.0, 10.0, 20.0]
+    assert {line["row_id"] for line in job.results()} == {"1", "2", "3", "4"}

@@ -398,3 +398,43 @@ def test_a_resumed_row_uses_the_user_id_it_recorded_for_its_settings(jobs: Jobs)
     voicemail = scripted.sim.person_settings(person_id)["voicemail"]
     assert voicemail["sendUnansweredCalls"]["numberOfRings"] == 9  # type: ignore[index]
     assert job.step_statuses(1)["settings"] == "updated"
+
+
+# --- the settle polls: a lost create that was applied is found as soon as Webex shows it ------
+
+
+def test_a_lost_create_that_was_applied_is_found_without_waiting_the_whole_settle(
+    jobs: Jobs,
+) -> None:
+    """Applied, then answered 5xx; Webex shows the person by email 1.5 s later. The lookup is
+    polled (0.5, 1, 2 s apart...), so the row is done about 3.5 s later, not after the whole
+    LOOKUP_SETTLE_S; and nothing is created again."""
+    scripted = seeded(jobs, FaultConfig(lookup_delay_s=1.5, write_error_rate=1.0))
+    job = jobs.start([person(1)], sim=scripted.sim, LOOKUP_SETTLE_S=20)
+
+    report = job.work(scripted.transport())
+
+    assert report.success == 1
+    assert scripted.count("POST", PEOPLE_CREATE) == 1
+    assert job.sim.people_created_by_email() == {"user1@example.com": 1}
+    assert 1.5 <= sum(job.time.sleeps) < 5
+    assert job.steps(1)["user"].status == "created"
+
+
+def test_a_lost_create_that_was_not_applied_is_sent_again_once_after_the_whole_settle(
+    jobs: Jobs,
+) -> None:
+    """Answered 503 and not applied: the person is still missing after LOOKUP_SETTLE_S of
+    polled lookups, and only then is the create sent again, once."""
+    scripted = seeded(jobs, FaultConfig(lookup_delay_s=1.5))
+    scripted.on("POST", PEOPLE_CREATE, error(503, "unavailable"))
+    job = jobs.start([person(1)], sim=scripted.sim, LOOKUP_SETTLE_S=20)
+
+    report = job.work(scripted.transport())
+
+    assert report.success == 1
+    assert scripted.count("POST", PEOPLE_CREATE) == 2
+    assert job.sim.people_created_by_email() == {"user1@example.com": 1}
+    assert sum(job.time.sleeps) >= 20
+    lookups = scripted.count("GET", PEOPLE_LOOKUP.format(n=1))
+    assert 3 <= lookups <= 10  # polled, a bounded number of times

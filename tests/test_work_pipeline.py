@@ -141,3 +141,37 @@ def test_rows_waiting_out_a_retry_after_do_not_hold_a_slot(jobs: Jobs) -> None:
     assert report.success == 12
     assert job.statuses() == {"success": 12}
     assert in_flight.most <= 2  # LEDGER_CONCURRENCY bounds the requests in flight
+
+
+def test_the_next_batch_is_claimed_once_ten_rows_of_the_current_one_are_done(jobs: Jobs) -> None:
+    # Preparing a batch (its listings, each row's decision, its bulk number adds) takes about as
+    # long as working it: the next one is claimed, and prepared, while the current one is
+    # worked, as soon as the circuit breaker could judge it (ten rows done), not once a few
+    # slots' worth of its rows are left to start (here 8 of 30).
+    job = jobs.start([person(n) for n in range(1, 61)], BATCH_SIZE=30, LEDGER_CONCURRENCY=1)
+    lock = threading.Lock()
+    looked_up: list[int] = []
+    seen: dict[str, bool] = {}
+
+    def batch_2_claimed() -> bool:
+        rows = job.rows()
+        return any(rows[n].status == "claimed" for n in range(31, 61))
+
+    def hold_the_twelfth_row(_request: httpx.Request) -> None:
+        # Eleven of batch 1's rows are done (or about to be): 19 are left to start.
+        with lock:
+            looked_up.append(1)
+            twelfth = len(looked_up) == 12
+        if twelfth:
+            seen["batch 2 claimed"] = wait_until(batch_2_claimed)
+
+    scripted = looked_up_row_by_row(Scripted(job.sim))
+    for n in range(1, 31):
+        pattern = rf"^/v1/people\?.*email=user{n}@example\.com"
+        scripted.on("GET", pattern, hook=hold_the_twelfth_row)
+
+    report = job.work(scripted.transport())
+
+    assert seen == {"batch 2 claimed": True}
+    assert (report.ended, report.batches, report.success) == ("finished", 2, 60)
+    assert job.statuses() == {"success": 60}
