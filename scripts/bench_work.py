@@ -16,7 +16,9 @@ Modes (`--only`, repeatable; default: new, org, limit, faults):
             requests per row by route, and the measured total against the target for this
             CSV's settings mix (see bench_org.py): new user = 1 create + 1 write per settings
             endpoint the row names + <= 0.1 amortised; re-run = 1 read per settings endpoint
-            named + <= 0.1 amortised, zero writes.
+            named + <= 0.1 amortised, zero writes. Then (3) `work` once more on the finished
+            ledger: its CPU is what a process costs whatever its rows (start-up, checks,
+            artifacts), and each run's CPU per request beyond it is printed.
     org     (3) an org that already holds many people (`--existing`, default 21,000): the
             CSV's locations exist, every third of its users is present without calling, the
             rest are other calling users half in the CSV's locations, half in 5 others.
@@ -294,14 +296,31 @@ def mode_new(options: argparse.Namespace, latency: FaultConfig) -> None:
     def body(bench: Bench, folder: Path) -> None:
         csv_path = sample(folder, options.rows)
         root, mix = fresh_ledger(bench, folder, "new", csv_path)
-        run = bench.work(root, mix.rows, label="new")
-        report(f"(1) new run: {options.rows:,} rows, empty org", run, mix, new_run_target(mix))
+        new = bench.work(root, mix.rows, label="new")
+        report(f"(1) new run: {options.rows:,} rows, empty org", new, mix, new_run_target(mix))
         root, mix = fresh_ledger(bench, folder, "rerun", csv_path)
-        run = bench.work(root, mix.rows, label="rerun")
+        rerun = bench.work(root, mix.rows, label="rerun")
         title = f"(2) re-run: same {options.rows:,} rows, empty ledger, populated org"
-        report(title, run, mix, rerun_target(mix))
+        report(title, rerun, mix, rerun_target(mix))
+        finished = bench.work(root, mix.rows, label="finished")
+        print(fixed_cost(finished, {"new run": new, "re-run": rerun}), flush=True)
 
     serving(latency, options, body)
+
+
+def fixed_cost(finished: WorkRun, runs: dict[str, WorkRun]) -> str:
+    """What a `work` process costs whatever its rows (start-up, the checks before the first
+    claim, the artifacts of the whole run), measured on a finished ledger, and each run's CPU
+    per request beyond it."""
+    lines = [
+        f"\n== (3) `work` on the finished ledger: work cpu {finished.cpu_s:.2f} s, "
+        f"{finished.requests} requests, wall {finished.wall_s:.1f} s "
+        "(start-up, checks, artifacts: paid once per process)"
+    ]
+    for name, run in runs.items():
+        net = 1000 * (run.cpu_s - finished.cpu_s) / max(run.requests, 1)
+        lines.append(f"  {name}: {net:.2f} ms/req of work cpu beyond that fixed cost")
+    return "\n".join(lines)
 
 
 def mode_org(options: argparse.Namespace, latency: FaultConfig) -> None:
