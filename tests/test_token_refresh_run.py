@@ -38,7 +38,9 @@ def test_work_renews_an_expired_token_and_keeps_every_secret(tmp_path: Path) -> 
     csv_path = tmp_path / "users.csv"
     sample = write_sample_csv(csv_path, ROWS, locations=2, invalid_rows=0, seed=3)
     assert sample.invalid_rows == 0
-    faults = FaultConfig(latency_ms=30, token_ttl_s=1.0)
+    # About 100 requests, two at a time, 60 ms each: three seconds of requests at least, on
+    # any machine, so the run meets expiry more than once.
+    faults = FaultConfig(latency_ms=60, token_ttl_s=1.0)
     with running_simulator(faults) as sim:
         ws = Workspace(tmp_path / "w")
         env = ledger_env(
