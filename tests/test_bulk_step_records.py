@@ -13,14 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import select
 
 from ledger.database import Ledger
 from ledger.models import Event, Row, StepRecord
 from ledger.records import ClaimedRow, StepOutcome
 from ledger.state_store import claim_batch, record_rows_steps, release_rows
-from tests.support.ledgers import make_run
+from tests.support.ledgers import Commits, make_run
 from tests.support.people import person, phone
 from tests.support.scripted import Scripted
 from tests.support.work import Jobs
@@ -63,21 +62,6 @@ def number_events(ledger: Ledger, rows: Sequence[ClaimedRow]) -> dict[int, list[
     for pk, kind in found:
         kinds.setdefault(pk, []).append(kind)
     return kinds
-
-
-class Commits:
-    """Counts the transactions committed on the ledger's write engine."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.count = 0
-        self._engine = ledger.write_engine
-        event.listen(self._engine, "commit", self._seen)
-
-    def _seen(self, _connection: Connection) -> None:
-        self.count += 1
-
-    def close(self) -> None:
-        event.remove(self._engine, "commit", self._seen)
 
 
 def test_rows_recorded_together_share_one_transaction_each_with_its_own_record(

@@ -24,7 +24,7 @@ from ledger.group_commit import GroupCommit
 from ledger.models import Row, StepRecord
 from ledger.records import ClaimedRow, StepOutcome
 from ledger.state_store import claim_batch, finish_row, record_step, release_rows
-from tests.support.ledgers import make_run
+from tests.support.ledgers import Commits, make_run
 
 LEASE_S = 60.0
 # A bound on waiting for threads to queue up, never an expectation of how long that takes.
@@ -80,21 +80,6 @@ def together(
     finally:
         event.remove(ledger.write_engine, "begin", hold_first)
     return outcomes
-
-
-class Commits:
-    """Counts the transactions committed on the ledger's write engine."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.count = 0
-        self._engine = ledger.write_engine
-        event.listen(self._engine, "commit", self._seen)
-
-    def _seen(self, _connection: Connection) -> None:
-        self.count += 1
-
-    def close(self) -> None:
-        event.remove(self._engine, "commit", self._seen)
 
 
 def user_step(row: ClaimedRow, status: str = "created") -> StepOutcome:

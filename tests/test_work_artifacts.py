@@ -19,7 +19,7 @@ from tests.support.cli import LedgerEnv, assert_exit, ingest_people, invoke, row
 from tests.support.clock import FakeTime
 from tests.support.csvfiles import read_csv
 from tests.support.people import person
-from tests.support.work import TOKEN, Jobs, NullProgress
+from tests.support.work import TOKEN, Job, Jobs, NullProgress
 
 ROWS = 8
 
@@ -123,18 +123,11 @@ class SlowBatches(NullProgress):
 BATCH_S = 5.0
 
 
-@pytest.mark.parametrize(("refresh_takes", "floor"), [(0.0, 15.0), (4.0, 40.0)])
-def test_a_slow_refresh_waits_ten_times_as_long_before_the_next(
-    jobs: Jobs, monkeypatch: pytest.MonkeyPatch, refresh_takes: float, floor: float
-) -> None:
-    # A refresh rewrites the artifacts from the whole run: on a large one it takes long, and
-    # refreshing every LEDGER_REFRESH_S would take an ever larger share of the worker's time.
-    job = jobs.start(
-        [person(n) for n in range(1, 21)],
-        BATCH_SIZE=1,
-        LEDGER_CONCURRENCY=1,
-        LEDGER_REFRESH_S=15,
-    )
+def refreshes_timed(
+    jobs: Jobs, job: Job, monkeypatch: pytest.MonkeyPatch, refresh_takes: float = 0.0
+) -> tuple[executor.Worker, SlowBatches, list[float]]:
+    """A worker whose batches each take BATCH_S on the fake clock, and the instants at which
+    it starts each refresh of the artifacts (each taking `refresh_takes`)."""
     started: list[float] = []
 
     def timed(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
@@ -153,6 +146,22 @@ def test_a_slow_refresh_waits_ten_times_as_long_before_the_next(
         out_dir=job.out_dir,
         clock=jobs.time.monotonic,
     )
+    return worker, progress, started
+
+
+@pytest.mark.parametrize(("refresh_takes", "floor"), [(0.0, 15.0), (4.0, 40.0)])
+def test_a_slow_refresh_waits_ten_times_as_long_before_the_next(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch, refresh_takes: float, floor: float
+) -> None:
+    # A refresh rewrites the artifacts from the whole run: on a large one it takes long, and
+    # refreshing every LEDGER_REFRESH_S would take an ever larger share of the worker's time.
+    job = jobs.start(
+        [person(n) for n in range(1, 21)],
+        BATCH_SIZE=1,
+        LEDGER_CONCURRENCY=1,
+        LEDGER_REFRESH_S=15,
+    )
+    worker, progress, started = refreshes_timed(jobs, job, monkeypatch, refresh_takes)
 
     report = worker.run()
 
@@ -177,23 +186,7 @@ def test_the_last_batch_leaves_the_artifacts_to_the_write_as_work_stops(
         LEDGER_CONCURRENCY=1,
         LEDGER_REFRESH_S=4,
     )
-    started: list[float] = []
-
-    def timed(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
-        started.append(jobs.time.monotonic())
-        return export_all(ledger, run, out_dir)
-
-    monkeypatch.setattr(executor, "export_all", timed)
-    progress = SlowBatches(jobs.time)
-    worker = executor.Worker(
-        job.settings,
-        job.ledger,
-        job.client(),
-        job.run,
-        progress=progress,
-        out_dir=job.out_dir,
-        clock=jobs.time.monotonic,
-    )
+    worker, _progress, started = refreshes_timed(jobs, job, monkeypatch)
     begun = jobs.time.monotonic()
 
     report = worker.run()

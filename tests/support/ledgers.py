@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+
 from ledger.config import load_settings
 from ledger.database import Ledger, open_ledger
 from ledger.error_handling import ReasonCode
@@ -240,3 +243,18 @@ def copy_ledger(template: Path, target: Path) -> str:
     it); returns its URL."""
     shutil.copy(template, target)
     return f"sqlite:///{target}"
+
+
+class Commits:
+    """Counts the transactions committed on the ledger's write engine."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.count = 0
+        self._engine = ledger.write_engine
+        event.listen(self._engine, "commit", self._seen)
+
+    def _seen(self, _connection: Connection) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        event.remove(self._engine, "commit", self._seen)
