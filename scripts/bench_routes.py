@@ -10,6 +10,7 @@ counters can be cleared without touching the org, so that a re-run is counted on
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -50,6 +51,9 @@ class CountingSimulator(Simulator):
         super().__init__(faults=faults, token=token, request_log_size=0)
         self._counts_lock = threading.Lock()
         self._counts: dict[str, Counter[str]] = {}
+        # Non-429 answers by whole second since the counts were cleared: the shape of a run.
+        self._started = time.monotonic()
+        self._accepted_by_s: Counter[int] = Counter()
 
     def handle(self, request: SimRequest) -> SimResponse | Fault:
         """Answer as the Simulator does, then count the answer under its route."""
@@ -59,6 +63,8 @@ class CountingSimulator(Simulator):
             key = route_key(request)
             with self._counts_lock:
                 self._counts.setdefault(key, Counter())[status] += 1
+                if status != THROTTLED:
+                    self._accepted_by_s[int(time.monotonic() - self._started)] += 1
         return outcome
 
     def route_counts(self) -> dict[str, Counter[str]]:
@@ -66,10 +72,17 @@ class CountingSimulator(Simulator):
         with self._counts_lock:
             return {key: Counter(counts) for key, counts in self._counts.items()}
 
+    def accepted_by_second(self) -> dict[int, int]:
+        """Non-429 answers in each whole second since the start or the last clear."""
+        with self._counts_lock:
+            return dict(self._accepted_by_s)
+
     def clear_route_counts(self) -> None:
         """Start counting afresh; the org and the faults stay as they are."""
         with self._counts_lock:
             self._counts = {}
+            self._started = time.monotonic()
+            self._accepted_by_s = Counter()
 
 
 def total(counts: RouteCounts) -> int:
@@ -108,6 +121,17 @@ def route_table(counts: RouteCounts, rows: int) -> list[str]:
         f"  {'  of which writes':<{width}} {writes(counts):>9} {writes(counts) / per:>8.3f}"
     )
     return lines
+
+
+def timeline(by_second: Mapping[int, int], wall_s: float, limit: float, width: int = 5) -> str:
+    """Accepted ÷ limit in each `width`-second window of a run: where the limit went unused."""
+    windows = max(int(wall_s // width) + 1, 1)
+    shares = []
+    for window in range(windows):
+        seconds = min(width, max(wall_s - window * width, 0.001))
+        accepted = sum(by_second.get(window * width + s, 0) for s in range(width))
+        shares.append(f"{accepted / (seconds * limit):.2f}")
+    return f"  accepted ÷ limit per {width} s: " + " ".join(shares)
 
 
 def _statuses(items: Iterable[tuple[str, int]]) -> str:

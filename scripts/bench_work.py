@@ -47,6 +47,7 @@ them (429s, retries) they vary a little with timing. Times depend on the machine
 
 `--profile PATH` runs each `work` child under a profiler (see bench_profile.py) and writes
 PATH-<run>-<worker> pstats files plus readable .txt versions.
+`--keep DIR` works in DIR (which must not exist) and leaves it: ledgers, logs, artifacts.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ from bench_org import (
     rerun_target,
     seed_populated_org,
 )
-from bench_routes import CountingSimulator, route_table, throttled, total, writes
+from bench_routes import CountingSimulator, route_table, throttled, timeline, total, writes
 
 from ledger.config import DEFAULT_CONCURRENCY, Settings
 from ledger.simulator.faults import FaultConfig
@@ -103,6 +104,7 @@ class WorkRun:
     outcomes: Counter[str]
     pending: Counter[str]
     counts: dict[str, Counter[str]]
+    accepted_by_s: dict[int, int]
 
     @property
     def requests(self) -> int:
@@ -133,6 +135,8 @@ class Bench:
     server: SimServer
     concurrency: int | None
     profile: Path | None
+    # LOOKUP_SETTLE_S of the `work` children when given (else ledger's default).
+    settle_s: float | None = None
 
     def ingest(self, root: Path, csv_path: Path) -> None:
         env = child_env(root, self.server.base_url, self.concurrency, "ingest")
@@ -152,6 +156,8 @@ class Bench:
                 )
                 command = [sys.executable, str(PROFILER), str(out), "work", "--quiet"]
             env = child_env(root, self.server.base_url, self.concurrency, name)
+            if self.settle_s is not None:
+                env["LOOKUP_SETTLE_S"] = f"{self.settle_s:g}"
             commands.append((command, env))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         own_before = time.process_time()
@@ -188,6 +194,7 @@ class Bench:
             outcomes=outcomes,
             pending=pending,
             counts=self.sim.route_counts(),
+            accepted_by_s=self.sim.accepted_by_second(),
         )
 
 
@@ -232,9 +239,14 @@ def serving(
     """Run `body` with a fresh simulator on a socket and a scratch folder."""
     sim = CountingSimulator(faults=faults, token=TOKEN)
     server = serve(sim)
+    bench = Bench(sim, server, options.concurrency, options.profile, options.settle)
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-work-") as folder:
-            body(Bench(sim, server, options.concurrency, options.profile), Path(folder))
+        if options.keep is not None:
+            options.keep.mkdir(parents=True, exist_ok=False)
+            body(bench, options.keep)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench-work-") as folder:
+                body(bench, Path(folder))
     finally:
         server.stop()
 
@@ -285,7 +297,8 @@ def limit_line(run: WorkRun, limit: float) -> str:
         f"{100 * refused / requests:.1f} % ({refused:,} of {run.requests:,}) · accepted ÷ limit "
         f"{accepted / run.wall_s / limit:.2f} · all requests ÷ limit "
         f"{run.requests / run.wall_s / limit:.2f} · wall {run.wall_s:.1f} s · wall ÷ "
-        f"(accepted ÷ ({IDEAL_SHARE} x limit) = {ideal:.1f} s) = {run.wall_s / ideal:.2f}"
+        f"(accepted ÷ ({IDEAL_SHARE} x limit) = {ideal:.1f} s) = {run.wall_s / ideal:.2f}\n"
+        + timeline(run.accepted_by_s, run.wall_s, limit)
     )
 
 
@@ -410,10 +423,16 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--existing", type=int, default=21_000, help="people already in org")
     parser.add_argument("--fault-limit", type=float, default=300.0, help="req/s of faults")
     parser.add_argument("--concurrency", type=int, help="LEDGER_CONCURRENCY (default: ledger's)")
+    parser.add_argument(
+        "--settle", type=float, help="LOOKUP_SETTLE_S of the work runs (default: ledger's)"
+    )
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--sweep", default="4,8,16,32", help="concurrencies of the sweep")
     parser.add_argument("--sweep-rows", type=int, default=3000)
     parser.add_argument("--profile", type=Path, help="profile the `work` child of each run")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this new folder and keep it (ledgers, logs, artifacts)"
+    )
     return parser.parse_args()
 
 
