@@ -121,6 +121,30 @@ def test_batches_go_on_past_tails_that_wait_longer_than_a_batch_takes(jobs: Jobs
     assert job.statuses() == {"success": 40}
 
 
+def test_tails_in_ten_batches_at_once_do_not_stop_the_claims(jobs: Jobs) -> None:
+    # Under faults nearly every batch keeps a row settling a lost create (twice 20 s when the
+    # create sent again is lost too): with a tail in each of ten batches, batch 12 still runs.
+    # Eleven slots: the ten held rows keep theirs (they are mid-request), one is left to send.
+    job = jobs.start([person(n) for n in range(1, 121)], BATCH_SIZE=10, LEDGER_CONCURRENCY=11)
+    seen: dict[str, bool] = {}
+
+    def hold_until_batch_12_goes_on(request: httpx.Request) -> None:
+        email = request.url.params["email"]
+        seen[email] = wait_until(lambda: created(job.sim, range(111, 121)) >= 3)
+
+    scripted = looked_up_row_by_row(Scripted(job.sim))
+    held = range(1, 101, 10)  # a row of each of batches 1 to 10
+    for n in held:
+        pattern = rf"^/v1/people\?.*email=user{n}@example\.com"
+        scripted.on("GET", pattern, hook=hold_until_batch_12_goes_on)
+
+    report = job.work(scripted.transport())
+
+    assert seen == {f"user{n}@example.com": True for n in held}
+    assert (report.ended, report.batches, report.success) == ("finished", 12, 120)
+    assert job.statuses() == {"success": 120}
+
+
 def test_rows_waiting_out_a_retry_after_do_not_hold_a_slot(jobs: Jobs) -> None:
     job = jobs.start([person(n) for n in range(1, 13)], LEDGER_CONCURRENCY=2)
     scripted = looked_up_row_by_row(Scripted(job.sim))
