@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import httpx
+import pytest
 
 from ledger.connection_client import WebexClient
 from ledger.executor import Worker
@@ -98,51 +99,45 @@ def test_the_next_batch_runs_while_a_slow_row_holds_up_the_tail(jobs: Jobs) -> N
     assert job.statuses() == {"success": 20}
 
 
-def test_batches_go_on_past_tails_that_wait_longer_than_a_batch_takes(jobs: Jobs) -> None:
-    # A row settling a lost create waits LOOKUP_SETTLE_S (20 s by default). With such rows in
-    # two batches at once, the worker must still go on through the next ones.
-    # Three slots: the two held rows keep theirs (they are mid-request), one is left to send.
-    job = jobs.start([person(n) for n in range(1, 41)], BATCH_SIZE=10, LEDGER_CONCURRENCY=3)
+@pytest.mark.parametrize(
+    ("batches", "held_batches"),
+    [
+        # A row settling a lost create waits LOOKUP_SETTLE_S (20 s by default). With such
+        # rows in two batches at once, the worker must still go on through the next ones.
+        (4, 2),
+        # Under faults nearly every batch keeps such a row (twice 20 s when the create sent
+        # again is lost too): with a tail in each of ten batches, batch 12 still runs.
+        (12, 10),
+    ],
+)
+def test_batches_go_on_past_tails_that_wait_longer_than_a_batch_takes(
+    jobs: Jobs, batches: int, held_batches: int
+) -> None:
+    rows = 10 * batches
+    # One slot more than held rows: those keep theirs (they are mid-request), one is left.
+    job = jobs.start(
+        [person(n) for n in range(1, rows + 1)],
+        BATCH_SIZE=10,
+        LEDGER_CONCURRENCY=held_batches + 1,
+    )
     seen: dict[str, bool] = {}
+    last_batch = range(rows - 9, rows + 1)
 
-    def hold_until_batch_4_goes_on(request: httpx.Request) -> None:
+    def hold_until_the_last_batch_goes_on(request: httpx.Request) -> None:
         email = request.url.params["email"]
-        seen[email] = wait_until(lambda: created(job.sim, range(31, 41)) >= 3)
+        seen[email] = wait_until(lambda: created(job.sim, last_batch) >= 3)
 
     scripted = looked_up_row_by_row(Scripted(job.sim))
-    for n in (1, 11):  # a row of batch 1 and one of batch 2
-        pattern = rf"^/v1/people\?.*email=user{n}@example\.com"
-        scripted.on("GET", pattern, hook=hold_until_batch_4_goes_on)
-
-    report = job.work(scripted.transport())
-
-    assert seen == {"user1@example.com": True, "user11@example.com": True}
-    assert (report.ended, report.batches, report.success) == ("finished", 4, 40)
-    assert job.statuses() == {"success": 40}
-
-
-def test_tails_in_ten_batches_at_once_do_not_stop_the_claims(jobs: Jobs) -> None:
-    # Under faults nearly every batch keeps a row settling a lost create (twice 20 s when the
-    # create sent again is lost too): with a tail in each of ten batches, batch 12 still runs.
-    # Eleven slots: the ten held rows keep theirs (they are mid-request), one is left to send.
-    job = jobs.start([person(n) for n in range(1, 121)], BATCH_SIZE=10, LEDGER_CONCURRENCY=11)
-    seen: dict[str, bool] = {}
-
-    def hold_until_batch_12_goes_on(request: httpx.Request) -> None:
-        email = request.url.params["email"]
-        seen[email] = wait_until(lambda: created(job.sim, range(111, 121)) >= 3)
-
-    scripted = looked_up_row_by_row(Scripted(job.sim))
-    held = range(1, 101, 10)  # a row of each of batches 1 to 10
+    held = range(1, 10 * held_batches, 10)  # the first row of each held batch
     for n in held:
         pattern = rf"^/v1/people\?.*email=user{n}@example\.com"
-        scripted.on("GET", pattern, hook=hold_until_batch_12_goes_on)
+        scripted.on("GET", pattern, hook=hold_until_the_last_batch_goes_on)
 
     report = job.work(scripted.transport())
 
     assert seen == {f"user{n}@example.com": True for n in held}
-    assert (report.ended, report.batches, report.success) == ("finished", 12, 120)
-    assert job.statuses() == {"success": 120}
+    assert (report.ended, report.batches, report.success) == ("finished", batches, rows)
+    assert job.statuses() == {"success": rows}
 
 
 def test_rows_waiting_out_a_retry_after_do_not_hold_a_slot(jobs: Jobs) -> None:
