@@ -47,15 +47,22 @@ def snapshot(ledger: Ledger) -> Iterator[Session]:
         yield session
 
 
-def _stream(session: Session, query: Select[*tuple[Any, ...]]) -> Iterator[Sequence[Any]]:
+def _chunks(session: Session, query: Select[*tuple[Any, ...]]) -> Iterator[Sequence[Any]]:
     """Lines in chunks, through Core: no ORM row processing for a hundred thousand lines."""
     result = session.connection().execute(query.execution_options(yield_per=STREAM_CHUNK))
-    for chunk in result.partitions():  # a fetch per chunk, not per line
+    return result.partitions()  # a fetch per chunk, not per line
+
+
+def _stream(session: Session, query: Select[*tuple[Any, ...]]) -> Iterator[Sequence[Any]]:
+    for chunk in _chunks(session, query):
         yield from chunk
 
 
-def result_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:
-    """One line per recorded step of each success row (SPEC results.csv)."""
+def result_lines(
+    session: Session, run_id: int, row_ids: set[int] | None = None
+) -> Iterator[tuple[object, ...]]:
+    """One line per recorded step of each success row (SPEC results.csv); the row_id of each
+    is added to `row_ids` when given (the rows the file holds)."""
     query = (
         select(
             StepRecord.updated_at,
@@ -77,8 +84,13 @@ def result_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:
         )
         .order_by(Row.row_id, _STEP_ORDER)
     )
-    for line in _stream(session, query):
-        yield (iso(line[0]), *line[1:])
+    # Chunk by chunk, without a generator per layer: this file has a line per step of every
+    # success row, the most lines of any artifact.
+    for chunk in _chunks(session, query):
+        if row_ids is not None:
+            row_ids.update([line[2] for line in chunk])
+        for line in chunk:
+            yield (iso(line[0]), *line[1:])
 
 
 def pending_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:

@@ -208,16 +208,6 @@ def _checkpoint_document(session: Session, run: RunInfo) -> dict[str, str | int]
     }
 
 
-def _noting_row_ids(
-    lines: Iterator[tuple[object, ...]], row_ids: set[int]
-) -> Iterator[tuple[object, ...]]:
-    for line in lines:
-        row_id = line[2]
-        if isinstance(row_id, int):
-            row_ids.add(row_id)
-        yield line
-
-
 def export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
     """Write the four artifacts and the retry file for `run` into `out_dir`.
 
@@ -239,7 +229,7 @@ def _export_all(ledger: Ledger, run: RunInfo, out_dir: Path) -> ExportReport:
         results = atomic_write_csv(
             out_dir / "results.csv",
             RESULTS_COLUMNS,
-            _noting_row_ids(result_lines(session, run.id), success_rows),
+            result_lines(session, run.id, success_rows),
         )
         pending = atomic_write_csv(
             out_dir / "pending_rows.csv", PENDING_COLUMNS, pending_lines(session, run.id)

@@ -13,3 +13,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e ".[dev]"
   touch "$stamp"
 fi
+# The bytecode of the package, as `pip install` writes it for an installed ledger: the editable
+# install runs from the sources, and where PYTHONDONTWRITEBYTECODE is set nothing would cache
+# it, so every `ledger` process would compile each module it imports again. Only the modules
+# changed since the last time are compiled.
+.venv/bin/python -m compileall -q ledger migrations >/dev/null

@@ -79,6 +79,7 @@ from bench_routes import CountingSimulator, route_table, throttled, timeline, to
 
 from ledger.config import DEFAULT_CONCURRENCY, Settings
 from ledger.simulator.faults import FaultConfig
+from ledger.simulator.messages import Fault, SimRequest, SimResponse
 from ledger.simulator.sample import write_sample_csv
 from ledger.simulator.server import SimServer, serve
 
@@ -105,6 +106,8 @@ class WorkRun:
     pending: Counter[str]
     counts: dict[str, Counter[str]]
     accepted_by_s: dict[int, int]
+    # From the start of the (first) `work` process to the first request the simulator saw.
+    first_request_s: float | None = None
 
     @property
     def requests(self) -> int:
@@ -119,6 +122,8 @@ class WorkRun:
             f"{1000 * self.cpu_s / requests:.2f} ms/req · sim cpu {self.sim_cpu_s:.1f} s · "
             f"{self.workers} worker(s) x conc {self.concurrency} · outcomes: {outcomes}"
         )
+        if self.first_request_s is not None:
+            text += f" · first request {self.first_request_s:.2f} s after start"
         if self.pending:
             reasons = ", ".join(f"{code} {n}" for code, n in sorted(self.pending.items()))
             text += f" (pending: {reasons})"
@@ -127,11 +132,28 @@ class WorkRun:
         return text
 
 
+class TimedSimulator(CountingSimulator):
+    """A CountingSimulator that also notes when the first request since the last clear came."""
+
+    def __init__(self, *, faults: FaultConfig | None = None, token: str | None = None) -> None:
+        super().__init__(faults=faults, token=token)
+        self.first_request_at: float | None = None
+
+    def handle(self, request: SimRequest) -> SimResponse | Fault:
+        if self.first_request_at is None:
+            self.first_request_at = time.monotonic()
+        return super().handle(request)
+
+    def clear_route_counts(self) -> None:
+        super().clear_route_counts()
+        self.first_request_at = None
+
+
 @dataclass(frozen=True)
 class Bench:
     """A simulator on a socket and the options every run shares."""
 
-    sim: CountingSimulator
+    sim: TimedSimulator
     server: SimServer
     concurrency: int | None
     profile: Path | None
@@ -181,6 +203,7 @@ class Bench:
                 sys.stderr.write(err[-2000:])
         wall = time.monotonic() - started
         own = time.process_time() - own_before
+        first = self.sim.first_request_at
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         outcomes, pending = _outcomes(root / "ledger.db")
         return WorkRun(
@@ -195,6 +218,7 @@ class Bench:
             pending=pending,
             counts=self.sim.route_counts(),
             accepted_by_s=self.sim.accepted_by_second(),
+            first_request_s=None if first is None else first - started,
         )
 
 
@@ -237,7 +261,7 @@ def serving(
     faults: FaultConfig, options: argparse.Namespace, body: Callable[[Bench, Path], None]
 ) -> None:
     """Run `body` with a fresh simulator on a socket and a scratch folder."""
-    sim = CountingSimulator(faults=faults, token=TOKEN)
+    sim = TimedSimulator(faults=faults, token=TOKEN)
     server = serve(sim)
     bench = Bench(sim, server, options.concurrency, options.profile, options.settle)
     try:

@@ -85,3 +85,13 @@ def test_sim_is_listed_with_its_own_help_and_built_when_used() -> None:
     result = invoke("sim", "--help", env={"COLUMNS": "300"})
     assert_exit(result, 0)
     assert "--rate-limit-rps" in result.stdout
+
+
+def test_a_sqlite_ledger_loads_no_postgresql_dialect(
+    ledger_env: LedgerEnv, mixed: MixedRun
+) -> None:
+    # The PostgreSQL dialect loads every driver module it ships: a SQLite ledger never needs it.
+    command = ("-m", "ledger.cli", "export", "--db", ledger_env.db_url)
+    modules = imported(*command, cwd=ledger_env.root)
+    assert "ledger.state_store.step_statements" in modules  # the step statements were built
+    assert loaded(modules, ("sqlalchemy.dialects.postgresql", "asyncpg", "psycopg")) == []

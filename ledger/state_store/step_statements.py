@@ -7,7 +7,8 @@ each run once with every write's parameters).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -25,7 +26,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger.models import Base
 from ledger.records import SUCCESS_STEP_STATUSES, RowStatus, StepName, StepStatus
@@ -113,10 +113,52 @@ def _step_upsert(dialect_insert: Callable[..., Any]) -> Insert:
     return upsert
 
 
-STEP_UPSERTS = {
-    "sqlite": _step_upsert(sqlite.insert),
-    "postgresql": _step_upsert(postgresql.insert),
+def _sqlite_insert() -> Callable[..., Any]:
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
+
+
+def _postgresql_insert() -> Callable[..., Any]:
+    # Importing the PostgreSQL dialect loads every driver module it ships (asyncpg's with
+    # asyncio among them): a tenth of a second of start-up that a SQLite ledger never needs.
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.insert
+
+
+_DIALECT_INSERTS: dict[str, Callable[[], Callable[..., Any]]] = {
+    "sqlite": _sqlite_insert,
+    "postgresql": _postgresql_insert,
 }
+
+
+class _Upserts(Mapping[str, Insert]):
+    """`STEP_UPSERTS[dialect name]`, each built on first use and then the same statement (the
+    driver statements are compiled once per statement object)."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Insert] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, dialect: str) -> Insert:
+        built = self._built.get(dialect)
+        if built is None:
+            dialect_insert = _DIALECT_INSERTS[dialect]
+            with self._lock:
+                built = self._built.get(dialect)
+                if built is None:
+                    built = self._built[dialect] = _step_upsert(dialect_insert())
+        return built
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_DIALECT_INSERTS)
+
+    def __len__(self) -> int:
+        return len(_DIALECT_INSERTS)
+
+
+STEP_UPSERTS: Mapping[str, Insert] = _Upserts()
 
 # A finish in one statement: the claim holds and, for a success, every required step is on
 # record as succeeded. Up to one bound name per step; the unused ones are NULL, which no step
