@@ -7,12 +7,26 @@ makes no write). Only what the row names is compared: a blank cell means "leave 
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ledger.row_rules import LocationSpec, UserRow
 
 JSON = dict[str, Any]
+
+
+def json_copy(value: JSON) -> JSON:
+    """A copy of a JSON object that shares no dict or list with it (`copy.deepcopy` for what
+    JSON decodes to, without its memo and dispatch)."""
+    return {key: _json_copy(item) for key, item in value.items()}
+
+
+def _json_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(item) for item in value]
+    return value
+
 
 # Person fields Webex sets itself; a PUT that sends them back is refused or ignored.
 PERSON_READ_ONLY = (
@@ -152,8 +166,9 @@ def person_create_body(row: UserRow, location_id: str, license_id: str) -> JSON:
 
 
 def person_put_base(remote: JSON) -> JSON:
-    """The person as a PUT must send it back: everything, minus what Webex owns."""
-    body = {key: copy.deepcopy(value) for key, value in remote.items()}
+    """The person as a PUT must send it back: everything, minus what Webex owns. Shallow: its
+    values are `remote`'s own (replaced, never changed in place, by `person_changes`)."""
+    body = dict(remote)
     for key in PERSON_READ_ONLY:
         body.pop(key, None)
     return body
@@ -206,7 +221,7 @@ def person_changes(row: UserRow, location_id: str, license_id: str, remote: JSON
     if not body.get("displayName"):
         body["displayName"] = row.display_name
         changed = True
-    return body if changed else None
+    return json_copy(body) if changed else None
 
 
 def needs_location_move(remote: JSON, location_id: str) -> bool:
@@ -265,8 +280,10 @@ def number_location_id(entry: JSON) -> str | None:
 
 
 def voicemail_changes(row: UserRow, remote: JSON) -> JSON | None:
-    """Read-modify-write: the whole voicemail object back, with the row's values set."""
-    body = copy.deepcopy(remote)
+    """Read-modify-write: the whole voicemail object back, with the row's values set. Decided
+    on a shallow copy (a part set is replaced, never changed in place); the body that comes out
+    shares nothing with `remote`."""
+    body = dict(remote)
     changed = False
     if row.voicemail_enabled is not None and body.get("enabled") != row.voicemail_enabled:
         body["enabled"] = row.voicemail_enabled
@@ -288,7 +305,7 @@ def voicemail_changes(row: UserRow, remote: JSON) -> JSON | None:
         part = body.get(section)
         if isinstance(part, dict):
             body[section] = {k: v for k, v in part.items() if k not in read_only}
-    return body
+    return json_copy(body)
 
 
 def call_waiting_changes(row: UserRow, remote: JSON) -> JSON | None:

@@ -29,6 +29,7 @@ decided exactly as before (`ledger.connection_client`).
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import ssl
@@ -48,7 +49,9 @@ MAX_HEAD: Final = 65_536
 MAX_TRAILER_LINES: Final = 100
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
-_FORBIDDEN: Final = frozenset("\r\n\0")
+# What a request target (any control character, space or DEL) or a header must not hold.
+_NOT_IN_TARGET: Final = re.compile(r"[\x00-\x20\x7f]")
+_NOT_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
 
 
 def proxied(url: httpx.URL) -> bool:
@@ -139,11 +142,11 @@ class KeepAliveWire:
     def _request_bytes(
         self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes | None
     ) -> bytes:
-        if not target.startswith("/") or any(c <= " " or c == "\x7f" for c in target):
+        if not target.startswith("/") or _NOT_IN_TARGET.search(target):
             raise httpx.WriteError(f"not a request target: {target[:200]!r}")
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
         for name, value in headers:
-            if _FORBIDDEN.intersection(name) or _FORBIDDEN.intersection(value):
+            if _NOT_IN_HEADER.search(name) or _NOT_IN_HEADER.search(value):
                 raise ValueError(f"invalid header {name!r}")
             lines.append(f"{name}: {value}")
         if body is not None or method in _BODY_METHODS:

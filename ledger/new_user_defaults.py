@@ -16,10 +16,9 @@ a person found after a create whose outcome was unknown, or found existing, is r
 
 from __future__ import annotations
 
-import copy
 import threading
 
-from ledger.actions_common import JSON
+from ledger.action_helpers import JSON, json_copy
 
 # String values a default may hold and still be the same for every new user: choices, not
 # addresses.
@@ -37,14 +36,14 @@ class NewUserDefaults:
         """A copy of what a new user's voicemail holds in that location, None if not known."""
         with self._lock:
             known = self._voicemail.get(location_id)
-        return copy.deepcopy(known) if known is not None else None
+        return json_copy(known) if known is not None else None
 
     def learn_voicemail(self, location_id: str, seen: JSON) -> None:
         """Keep what a new user's voicemail showed, unless it may hold the user's own values."""
         if not same_for_every_user(seen):
             return
         with self._lock:
-            self._voicemail.setdefault(location_id, copy.deepcopy(seen))
+            self._voicemail.setdefault(location_id, json_copy(seen))
 
 
 def same_for_every_user(value: object, key: str = "") -> bool:

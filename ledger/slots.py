@@ -16,8 +16,8 @@ them would wait for a whole batch's worth of requests, leaving the next batch un
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from types import TracebackType
 
 
 class RequestSlots:
@@ -39,34 +39,14 @@ class RequestSlots:
         """Whether the calling thread holds a slot now."""
         return bool(getattr(self._mine, "held", False))
 
-    @contextmanager
-    def held(self, *, start: bool = False) -> Iterator[None]:
+    def held(self, *, start: bool = False) -> AbstractContextManager[None]:
         """Hold a slot for the block (waiting for one); a thread that holds one keeps it.
         `start`: a row about to start, which waits behind every other taker."""
-        if self.holds():
-            yield
-            return
-        self._take(start=start)
-        self._mine.held = True
-        try:
-            yield
-        finally:
-            self._mine.held = False
-            self._give()
+        return _Held(self, start)
 
-    @contextmanager
-    def released(self) -> Iterator[None]:
+    def released(self) -> AbstractContextManager[None]:
         """Give the calling thread's slot up for the block (a wait), and take one back after."""
-        if not self.holds():
-            yield
-            return
-        self._mine.held = False
-        self._give()
-        try:
-            yield
-        finally:
-            self._take(start=False)
-            self._mine.held = True
+        return _Released(self)
 
     def waiting(self) -> tuple[int, int]:
         """How many threads wait for a slot now: (other takers, rows about to start)."""
@@ -101,3 +81,59 @@ class RequestSlots:
                 self._first.notify()
             else:
                 self._starting.notify()
+
+
+# The two blocks as classes, not generator context managers: every request enters one.
+
+
+class _Held(AbstractContextManager[None]):
+    __slots__ = ("_slots", "_start", "_taken")
+
+    def __init__(self, slots: RequestSlots, start: bool) -> None:
+        self._slots = slots
+        self._start = start
+        self._taken = False
+
+    def __enter__(self) -> None:
+        slots = self._slots
+        if slots.holds():
+            return
+        slots._take(start=self._start)
+        slots._mine.held = True
+        self._taken = True
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._taken:
+            self._slots._mine.held = False
+            self._slots._give()
+
+
+class _Released(AbstractContextManager[None]):
+    __slots__ = ("_given", "_slots")
+
+    def __init__(self, slots: RequestSlots) -> None:
+        self._slots = slots
+        self._given = False
+
+    def __enter__(self) -> None:
+        slots = self._slots
+        if not slots.holds():
+            return
+        slots._mine.held = False
+        slots._give()
+        self._given = True
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._given:
+            self._slots._take(start=False)
+            self._slots._mine.held = True

@@ -200,6 +200,39 @@ def test_person_changes_strips_read_only_fields_and_keeps_the_rest() -> None:
     ]
 
 
+def _shared_parts(body: object, remote: object) -> list[object]:
+    """The dicts and lists of `body` that are `remote`'s own objects (none may be)."""
+    theirs: set[int] = set()
+
+    def walk(value: object, into: list[object]) -> None:
+        if isinstance(value, dict | list):
+            into.append(value)
+            for item in value.values() if isinstance(value, dict) else value:
+                walk(item, into)
+
+    remote_parts: list[object] = []
+    walk(remote, remote_parts)
+    theirs.update(id(part) for part in remote_parts)
+    body_parts: list[object] = []
+    walk(body, body_parts)
+    return [part for part in body_parts if id(part) in theirs]
+
+
+def test_person_changes_builds_a_body_that_shares_nothing_with_the_lookup() -> None:
+    remote = remote_person(manager={"id": "M-1", "tags": ["a"]}, phoneNumbers=[
+        {"type": "mobile", "value": "+15125559999"},
+    ])  # fmt: skip
+    before = copy.deepcopy(remote)
+
+    body = helpers.person_changes(user(last_name="Souza"), LOCATION_ID, LICENSE_ID, remote)
+
+    assert body is not None and body["manager"] == {"id": "M-1", "tags": ["a"]}
+    assert _shared_parts(body, remote) == []
+    body["manager"]["tags"].append("b")
+    body["phoneNumbers"][0]["value"] = "changed"
+    assert remote == before
+
+
 def test_person_changes_adds_the_license_and_location_a_non_calling_person_lacks() -> None:
     remote = remote_person(licenses=["LIC-MEETING"])
     del remote["locationId"], remote["extension"]
@@ -266,6 +299,17 @@ def test_voicemail_changes_sets_only_what_the_row_names() -> None:
         "numberOfRings": 6,
     }
     assert body["sendBusyCalls"] == {"enabled": True, "greeting": "DEFAULT"}
+
+
+def test_voicemail_changes_builds_a_body_that_shares_nothing_with_the_read() -> None:
+    remote = copy.deepcopy(VOICEMAIL)
+    body = helpers.voicemail_changes(user(voicemail_rings=6), remote)
+
+    assert body is not None
+    assert _shared_parts(body, remote) == []
+    body["notifications"]["destination"] = "changed"
+    body["messageStorage"]["storageType"] = "changed"
+    assert remote == VOICEMAIL
 
 
 def test_voicemail_changes_is_none_when_equal_or_not_named() -> None:

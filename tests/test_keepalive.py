@@ -203,3 +203,37 @@ def test_the_wire_names_a_non_default_port_in_host_and_refuses_other_schemes() -
     assert KeepAliveWire(httpx.URL("https://h/"), timeout_s=1, max_idle=1).host_header == "h"
     with pytest.raises(ValueError):
         KeepAliveWire(httpx.URL("ftp://h/"), timeout_s=1, max_idle=1)
+
+
+def test_a_target_with_a_control_character_space_or_del_is_never_sent(server: _Server) -> None:
+    origin = httpx.URL(f"http://127.0.0.1:{server.server_address[1]}")
+    wire = KeepAliveWire(origin, timeout_s=5, max_idle=1)
+    try:
+        for char in [chr(code) for code in range(0x21)] + ["\x7f"]:
+            with pytest.raises(httpx.WriteError, match="not a request target"):
+                wire.send("GET", f"/v1/people?email=a{char}b", [], None)
+        with pytest.raises(httpx.WriteError, match="not a request target"):
+            wire.send("GET", "v1/people", [], None)  # not origin-form
+        # What is left is sent as it is: every other printable character, and non-ASCII.
+        target = "/v1/" + "".join(chr(code) for code in range(0x21, 0x7F)).replace("?", "")
+        assert wire.send("GET", target + "\x80\xe9", [], None).status_code == 200
+    finally:
+        wire.close()
+    assert len(server.requests) == 1
+
+
+def test_a_header_with_cr_lf_or_nul_is_never_sent(server: _Server) -> None:
+    origin = httpx.URL(f"http://127.0.0.1:{server.server_address[1]}")
+    wire = KeepAliveWire(origin, timeout_s=5, max_idle=1)
+    try:
+        for char in ("\r", "\n", "\0"):
+            with pytest.raises(ValueError, match="invalid header"):
+                wire.send("GET", "/v1/people", [(f"X-A{char}b", "v")], None)
+            with pytest.raises(ValueError, match="invalid header"):
+                wire.send("GET", "/v1/people", [("X-A", f"v{char}Injected: 1")], None)
+        # A tab or a space in a value is no line break: sent.
+        assert wire.send("GET", "/v1/people", [("X-A", "v\t w")], None).status_code == 200
+    finally:
+        wire.close()
+    assert len(server.requests) == 1
+    assert server.requests[0]["headers"]["x-a"] == "v\t w"

@@ -77,3 +77,32 @@ def test_a_row_back_from_a_wait_goes_before_rows_queued_to_start() -> None:
     backoff.join(BOUND_S)
 
     assert order == ["back", "row 1", "row 2", "row 3"]
+
+
+def test_a_thread_holds_one_slot_however_deep_and_gives_it_back_on_error() -> None:
+    slots = RequestSlots(2)
+    free = slots._free  # what is left to take, as the slots count it
+    assert not slots.holds()
+    with slots.held(start=True):
+        assert slots.holds() and slots._free == free - 1
+        with slots.held():  # a request of the row: the row's slot, not a second one
+            assert slots._free == free - 1
+        assert slots.holds()  # the inner block did not give the row's slot away
+        with slots.released():  # a wait: the slot goes to others meanwhile
+            assert not slots.holds() and slots._free == free
+            with slots.released():  # nothing left to give
+                assert slots._free == free
+        assert slots.holds() and slots._free == free - 1
+    assert not slots.holds() and slots._free == free
+    try:
+        with slots.held():
+            raise RuntimeError("a row's bug")
+    except RuntimeError:
+        pass
+    assert not slots.holds() and slots._free == free
+    try:
+        with slots.held(), slots.released():
+            raise RuntimeError("a wait interrupted")
+    except RuntimeError:
+        pass
+    assert not slots.holds() and slots._free == free
