@@ -28,9 +28,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,14 +95,23 @@ def redact(text: str) -> str:
     return text
 
 
-@contextmanager
-def bind_log_context(**fields: object) -> Iterator[None]:
-    """Add `fields` to every line logged in this thread (or task) until the block ends."""
-    token = _context.set(MappingProxyType({**_context.get(), **fields}))
-    try:
-        yield
-    finally:
-        _context.reset(token)
+class bind_log_context:  # used as a function: `with bind_log_context(**fields):`
+    """Add `fields` to every line logged in this thread (or task) until the block ends.
+
+    A class rather than a generator context manager: a row enters about a dozen, and this
+    costs half as much CPU each."""
+
+    __slots__ = ("_fields", "_token")
+    _token: Token[Mapping[str, object]]
+
+    def __init__(self, **fields: object) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        self._token = _context.set(MappingProxyType({**_context.get(), **self._fields}))
+
+    def __exit__(self, *_exc: object) -> None:
+        _context.reset(self._token)
 
 
 class _ContextFilter(logging.Filter):
