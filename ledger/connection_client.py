@@ -219,9 +219,15 @@ class WebexClient:
         self.close()
 
     def close(self) -> None:
-        if self._throttle.sharing is not None:
-            self._throttle.sharing.leave()  # the other processes take this one's share now
+        self.done_sending()
         self._hop.close()
+
+    def done_sending(self) -> None:
+        """Nothing more to send for now: the other processes sharing the limit take this one's
+        share at once, not after it has been silent for a while. Sending again later, it
+        rejoins as a newcomer (`ledger.rate_sharing`)."""
+        if self._throttle.sharing is not None:
+            self._throttle.sharing.leave()
 
     @property
     def rate_limiter(self) -> AdaptiveRateLimiter | None:

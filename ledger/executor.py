@@ -218,6 +218,9 @@ class Worker:
                 pipeline.run()
             finally:
                 self._keeper = self._locations = None
+        # The artifacts of a long run take seconds to write: the others sharing the limit send
+        # meanwhile at this process's share too.
+        self.client.done_sending()
         report.batches = source.batches
         writes = self.ledger.group
         logger.info(

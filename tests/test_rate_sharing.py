@@ -13,10 +13,12 @@ import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from ledger import executor
 from ledger.database import Ledger, open_ledger
 from ledger.models import RateShareRecord
 from ledger.pacing import AdaptiveRateLimiter
@@ -416,3 +418,34 @@ def test_a_429_to_processes_that_all_use_little_measures_what_they_use() -> None
     one[0].reserve()
     refused(one)
     assert (one[0].rate or 0.0) < 0.5 * share
+
+
+def test_work_gives_its_share_up_before_it_writes_the_last_artifacts(
+    jobs: Jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The artifacts of a long run take seconds to write; the other processes sharing the
+    # limit should not wait that long for this one's share.
+    job = jobs.start(
+        [person(n) for n in range(1, 31)], faults=FaultConfig(rate_limit_rps=20, rate_limit_burst=5)
+    )
+    worker = job.worker(worker_id="worker-7")
+
+    def seen_at() -> datetime:
+        with job.ledger.read() as session:
+            return as_utc(session.execute(select(RateShareRecord.seen_at)).scalar_one())
+
+    when_written: list[datetime] = []
+    export_all = executor.export_all
+
+    def exporting(*args: Any, **kwargs: Any) -> Any:
+        when_written.append(seen_at())
+        return export_all(*args, **kwargs)
+
+    monkeypatch.setattr(executor, "export_all", exporting)
+    worker.run()
+    worker.client.close()
+    # Closed, it leaves: its report is dated back past `live_s` (10 s) so that the others count
+    # it gone at once. It was dated so already when the last artifacts were written.
+    gone = seen_at()
+    assert when_written
+    assert when_written[-1] <= gone + timedelta(seconds=5)
