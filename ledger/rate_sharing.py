@@ -17,10 +17,10 @@ whose latest report is at most `live_s` seconds old are live. From the reports:
   starts while others run takes its share of their paces at once (their sum ÷ the live
   processes) instead of slow-starting into the limit, and the others give it up; a lone
   process that finds the limit learnt in the last `memory_s` seconds starts at it. When one
-  stops (its client closes), it says so and the others split its pace at once instead of
-  probing for it for half a minute; one killed counts as gone once its latest report is
-  `live_s` old. A process whose own reports went stale (a long pause, a ledger locked for
-  long) takes its share again as if it had just started.
+  stops (its rows done, before its last artifacts), it says so and the others split its pace
+  at once instead of probing for it for half a minute; one killed counts as gone once its
+  latest report is `live_s` old. A process whose own reports went stale (a long pause, a
+  ledger locked for long) takes its share again as if it had just started.
 * **A share left unused is used by the others.** A process between batches, out of rows or
   short of CPU uses less than its share: it lends what it does not use (all but
   `LEND_MARGIN` times its use), and one silent for `idle_s` (it trades only as it sends) lends
