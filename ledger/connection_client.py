@@ -223,9 +223,8 @@ class WebexClient:
         self._hop.close()
 
     def done_sending(self) -> None:
-        """Nothing more to send for now: the other processes sharing the limit take this one's
-        share at once, not after it has been silent for a while. Sending again later, it
-        rejoins as a newcomer (`ledger.rate_sharing`)."""
+        """Nothing more to send for now: the processes sharing the limit take this one's share
+        at once; sending again, it rejoins as a newcomer (`ledger.rate_sharing`)."""
         if self._throttle.sharing is not None:
             self._throttle.sharing.leave()
 
