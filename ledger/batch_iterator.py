@@ -50,6 +50,7 @@ class BatchSource:
         *,
         should_stop: Callable[[], bool],
         wait: Callable[[float], bool],
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self._ledger = ledger
         self._run_id = run_id
@@ -58,6 +59,10 @@ class BatchSource:
         self._ceiling = bounds.ceiling()
         self._should_stop = should_stop
         self._wait = wait  # sleeps, and returns True when stopping
+        # Called once as this worker starts waiting on the rows other workers hold (it has
+        # nothing to send meanwhile), again after each batch it claims since.
+        self._on_idle = on_idle
+        self._idle = False
         # While other workers hold the last rows, poll until their leases could have expired.
         self._idle_polls_left = int(bounds.lease_s / 1.0) + 5
         self.ended: WorkEnd | None = None
@@ -86,6 +91,7 @@ class BatchSource:
             )
             if rows:
                 self.batches += 1
+                self._idle = False
                 return rows
             if working:
                 return None
@@ -96,6 +102,9 @@ class BatchSource:
                 self.ended = WorkEnd.HELD_ELSEWHERE
                 return None
             self._idle_polls_left -= 1
+            if not self._idle and self._on_idle is not None:
+                self._idle = True
+                self._on_idle()
             if self._wait(1.0):
                 self.ended = WorkEnd.STOPPED
         return None

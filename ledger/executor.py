@@ -193,6 +193,8 @@ class Worker:
             bounds,
             should_stop=self._stopping,
             wait=self.stop.wait,
+            # Waiting on the rows other workers hold, it sends nothing: they take its share.
+            on_idle=self.client.done_sending,
         )
         concurrency = settings.LEDGER_CONCURRENCY
         pipeline: BatchPipeline[_Batch] = BatchPipeline(

@@ -10,6 +10,7 @@ or through one SQLite ledger, the way `work` processes do.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from ledger.pacing import AdaptiveRateLimiter
 from ledger.rate_sharing import RateShare, SharedRateLimit
 from ledger.records import as_utc
 from ledger.simulator import FaultConfig
-from ledger.state_store import exchange_rate_shares, rate_exchange
+from ledger.state_store import claim_batch, exchange_rate_shares, rate_exchange
 from tests.support.clock import WALL_START, FakeTime
 from tests.support.people import person
 from tests.support.rate_model import (
@@ -450,3 +451,52 @@ def test_work_gives_its_share_up_before_it_writes_the_last_artifacts(
     gone = seen_at()
     assert when_written
     assert when_written[-1] <= gone + timedelta(seconds=5)
+
+
+def test_work_waiting_on_rows_another_worker_holds_gives_its_share_up(jobs: Jobs) -> None:
+    # Near a run's end one process may still work its last batch while the others have nothing
+    # left to claim: they wait for its rows (its lease might expire), sending nothing. Waiting,
+    # they must not keep a share of the limit that the busy one could use.
+    job = jobs.start([person(n) for n in range(1, 11)])
+    assert len(claim_batch(job.ledger, job.run.id, "worker-busy", limit=10, lease_s=600)) == 10
+    worker = job.worker(worker_id="worker-7")
+
+    def seen_at() -> datetime | None:
+        with job.ledger.read() as session:
+            found = session.execute(
+                select(RateShareRecord.seen_at).where(RateShareRecord.worker_id == "worker-7")
+            ).scalar_one_or_none()
+        return None if found is None else as_utc(found)
+
+    class Waits(threading.Event):
+        """Stops `work` at its third wait, noting where its report stood at each, and how
+        often it had left the shared limit by then."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[datetime | None, int]] = []
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.seen.append((seen_at(), len(leaves)))
+            if len(self.seen) == 3:
+                self.set()
+            return self.is_set()
+
+    leaves: list[float] = []
+    done_sending = worker.client.done_sending
+
+    def leaving() -> None:
+        leaves.append(job.time.wall())
+        done_sending()
+
+    worker.client.done_sending = leaving  # type: ignore[method-assign]
+    worker.stop = waits = Waits()
+    report = worker.run()
+    assert report.success == 0
+    assert job.statuses() == {"claimed": 10}  # held by the busy worker, never touched here
+    # At its first wait, its report was already dated back past `live_s` (10 s): gone. It left
+    # once for the whole wait, not once per look at the ledger.
+    now = datetime.fromtimestamp(job.time.wall(), UTC)
+    first, _left = waits.seen[0]
+    assert first is not None and first < now - timedelta(seconds=10)
+    assert [left for _seen, left in waits.seen] == [1, 1, 1]
