@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, String, case, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from ledger.database import Ledger
@@ -65,7 +66,9 @@ def result_lines(
     is added to `row_ids` when given (the rows the file holds)."""
     query = (
         select(
-            StepRecord.updated_at,
+            # As the driver hands it over: the text is made once per time written (one per
+            # transaction, shared by the many steps committed in it), not once per line.
+            type_coerce(StepRecord.updated_at, String),
             Row.batch_id,
             Row.row_id,
             StepRecord.entity_type,
@@ -86,11 +89,26 @@ def result_lines(
     )
     # Chunk by chunk, without a generator per layer: this file has a line per step of every
     # success row, the most lines of any artifact.
+    texts: dict[object, str] = {}
     for chunk in _chunks(session, query):
         if row_ids is not None:
             row_ids.update([line[2] for line in chunk])
         for line in chunk:
-            yield (iso(line[0]), *line[1:])
+            written = line[0]
+            text = texts.get(written)
+            if text is None:
+                text = texts[written] = iso(_stored_datetime(written))
+            yield (text, *line[1:])
+
+
+def _stored_datetime(value: object) -> datetime:
+    """A datetime column as the driver hands it over untyped: PostgreSQL's driver gives a
+    datetime, SQLite the text it stores (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    raise TypeError(f"a stored time of type {type(value).__name__}")
 
 
 def pending_lines(session: Session, run_id: int) -> Iterator[tuple[object, ...]]:

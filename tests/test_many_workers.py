@@ -7,7 +7,9 @@ and the run must end with every row in exactly one outcome and no duplicate anyw
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -102,6 +104,9 @@ def test_workers_sharing_a_ledger_split_the_rows_and_duplicate_nothing(
             statuses = dict(
                 db.execute(text("SELECT status, count(*) FROM rows GROUP BY status")).all()
             )
+            success_ids = set(
+                db.execute(text("SELECT row_id FROM rows WHERE status = 'success'")).scalars()
+            )
             per_worker = db.execute(
                 text("SELECT worker_id, requests FROM worker_stats ORDER BY worker_id")
             ).all()
@@ -123,6 +128,19 @@ def test_workers_sharing_a_ledger_split_the_rows_and_duplicate_nothing(
     assert len(sim.users_by_email()) == ROWS - sample.invalid_rows
     assert sim.locations_created_by_name() == {name: 1 for name in sim.locations_by_name()}
     assert len(sim.locations_by_name()) == 6
+
+    # The artifacts read back from either engine: a results line per step that ran, each
+    # stamped as its step was recorded, in ISO 8601 UTC.
+    export = _ledger(
+        "export", "--out", str(tmp_path / "out"), env=_env(tmp_path, shared_ledger, base_url, "e")
+    )
+    assert export.returncode == 0, export.stderr
+    with (tmp_path / "out" / "results.csv").open(newline="") as results:
+        lines = list(csv.DictReader(results))
+    assert {int(line["row_id"]) for line in lines} == success_ids
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
+    assert all(stamp.fullmatch(line["timestamp"]) for line in lines)
+    assert len({line["timestamp"] for line in lines}) > 1
 
 
 def test_sqlite_ledger_is_usable_by_status_while_workers_write(tmp_path: Path) -> None:
