@@ -17,8 +17,9 @@ whose latest report is at most `live_s` seconds old are live. From the reports:
   starts while others run takes its share of their paces at once (their sum ÷ the live
   processes) instead of slow-starting into the limit, and the others give it up; a lone
   process that finds the limit learnt in the last `memory_s` seconds starts at it. When one
-  stops (its rows done, before its last artifacts), it says so and the others split its pace
-  at once instead of probing for it for half a minute; one killed counts as gone once its
+  stops (its rows done, before its last artifacts, or while it waits on rows the others hold),
+  it says so and the others split its pace at once instead of probing for it for half a
+  minute; sending again, it rejoins as a newcomer; one killed counts as gone once its
   latest report is `live_s` old. A process whose own reports went stale (a long pause, a
   ledger locked for long) takes its share again as if it had just started.
 * **A share left unused is used by the others.** A process between batches, out of rows or
@@ -183,8 +184,10 @@ class SharedRateLimit:
             # start finds the limit soon enough by itself.
             if live and known and others_pace > 0:
                 rate = self._set(others_pace / processes, processes)
-            elif not live and rate is None:
-                rate = self._start_at_known_limit(others, now)
+            elif not live:
+                # Alone: the limit the latest process here knew is its own. One back from a
+                # leave (it waited on rows the others held, and they died) takes their shares.
+                rate = self._start_at_known_limit(others, now) or rate
         else:
             # The others that stopped leave their paces to split among the ones still sending
             # (one silent for `idle_s` may have stopped too); the ones that started take their

@@ -152,6 +152,27 @@ def test_the_others_use_the_share_of_a_process_that_sends_nothing_for_a_while() 
     assert max(sent_again) <= 2.0 * min(sent_again), sent_again
 
 
+def test_a_process_back_from_waiting_on_rows_takes_the_shares_of_the_ones_that_died() -> None:
+    # The first waits on the rows the others hold (it left the shared limit); they die with
+    # them (SIGKILL, no leave). Once their leases run out it claims their rows and sends
+    # again, alone: their shares are its own at once, not probed for over half a minute.
+    processes = [
+        ModelProcess(32, throttle, stop_s=stop, leaves=False, idle_s=idle, leaves_when_idle=True)
+        for throttle, stop, idle in zip(
+            sharing(),
+            (math.inf, 30.0, 30.0),
+            ((20.0, 45.0), *[(math.inf, math.inf)] * 2),
+            strict=True,
+        )
+    ]
+    result = run_processes(limit=100, processes=processes, seconds=60)
+    # While it waits, the two that still send use its share...
+    assert result.accepted_share(22, 30) >= 0.9
+    # ...and back alone, it uses the whole limit within seconds.
+    assert sum(result.accepted_by_process[0][47:60]) >= 0.9 * 100 * 13
+    assert result.throttled_share() <= 0.03
+
+
 Process = tuple[AdaptiveRateLimiter, SharedRateLimit]
 
 

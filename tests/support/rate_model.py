@@ -263,7 +263,8 @@ class ModelProcess:
     """One client process: its threads share one throttle, from `start_s` to `stop_s`.
 
     Between `idle_s[0]` and `idle_s[1]` it sends nothing but stays live, as a `work` process
-    does while it prepares a batch or waits for rows.
+    does while it prepares a batch; with `leaves_when_idle` it leaves the shared limit as that
+    starts, as `work` does while it waits on the rows other processes hold.
     """
 
     threads: int
@@ -272,6 +273,7 @@ class ModelProcess:
     stop_s: float = math.inf
     leaves: bool = True  # at `stop_s` it tells the others sharing its limit, or it just dies
     idle_s: tuple[float, float] = (math.inf, math.inf)
+    leaves_when_idle: bool = False
 
 
 def run_processes(
@@ -312,6 +314,9 @@ def run_processes(
         gate = gate_of(process)
         while time.now < spec.stop_s:
             if spec.idle_s[0] <= time.now < spec.idle_s[1]:
+                sharing = gate.sharing if isinstance(gate, Throttle) else None
+                if index == 0 and spec.leaves_when_idle and sharing is not None:
+                    sharing.leave()  # as `work` does when it waits on the others' rows
                 scheduler.sleep(spec.idle_s[1] - time.now)
                 continue
             gate.wait_turn()
