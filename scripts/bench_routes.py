@@ -9,10 +9,13 @@ counters can be cleared without touching the org, so that a re-run is counted on
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from contextlib import closing
+from pathlib import Path
 
 from ledger.simulator.core import Simulator
 from ledger.simulator.faults import FaultConfig
@@ -136,3 +139,31 @@ def timeline(by_second: Mapping[int, int], wall_s: float, limit: float, width: i
 
 def _statuses(items: Iterable[tuple[str, int]]) -> str:
     return " ".join(f"{status}:{count}" for status, count in sorted(items))
+
+
+def settle_tail(by_second: Mapping[int, int], wall_s: float, limit: float, ledger: Path) -> str:
+    """Where a run under faults stops using the limit, and why: the run is busy until the last
+    second with at least half the limit accepted; the rows that finish after that are counted
+    with those whose create was sent more than once (a lost create, sent again only after
+    LOOKUP_SETTLE_S found no person)."""
+    busy = [second for second, accepted in by_second.items() if accepted >= 0.5 * limit]
+    busy_end = max(busy, default=-1) + 1
+    # From the end of the busy part to the last request (then the last row finishes; what
+    # follows is the process's own end: artifacts, exit).
+    tail_s = max(max(by_second, default=0) + 1 - busy_end, 0)
+    used = sum(n for second, n in by_second.items() if second < busy_end)
+    share = used / (busy_end * limit) if busy_end else 0.0
+    with closing(sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)) as db:
+        last = db.execute("SELECT MAX(julianday(finished_at)) FROM rows").fetchone()[0]
+        in_tail, resent = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(EXISTS (SELECT 1 FROM steps s WHERE s.row_pk = r.id"
+            " AND s.step = 'user' AND s.attempts >= 2)), 0) FROM rows r"
+            " WHERE julianday(r.finished_at) > ? - ? / 86400.0",
+            (last or 0.0, tail_s),
+        ).fetchone()
+    return (
+        f"  busy until {busy_end} s (accepted ÷ limit {share:.2f} until then), then {tail_s} s "
+        f"to the last request: {in_tail} row(s) finished in them, {resent} of them after "
+        "sending their create again (a lost create waits LOOKUP_SETTLE_S before it is sent "
+        f"again); wall {wall_s:.0f} s"
+    )

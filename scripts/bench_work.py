@@ -27,8 +27,8 @@ Modes (`--only`, repeatable; default: new, org, limit, faults):
             (429 answers / requests), accepted / limit (non-429 requests per second / limit),
             wall time, and wall / ideal, where ideal = accepted ÷ (0.95 x limit).
     faults  the fault mix on a new run: 3 % 5xx (nothing applied), 1 % writes applied then
-            answered 5xx + 1 % applied then dropped, 1 % POST /people "400 but created",
-            1.5 s lookup lag, 300 req/s limit: wall time and share of the limit used.
+            answered 5xx + 1 % applied then dropped, 1 % "400 but created", 1.5 s lookup lag,
+            300 req/s: share of the limit used, and the tail of rows settling a lost create.
     sweep   LEDGER_CONCURRENCY sweep on `--sweep-rows` rows (one summary line per value).
     a       one summary line for `--rows` rows with latency and no limit.
     b       one summary line for `--rate-rows` rows with the rate limit.
@@ -75,7 +75,15 @@ from bench_org import (
     rerun_target,
     seed_populated_org,
 )
-from bench_routes import CountingSimulator, route_table, throttled, timeline, total, writes
+from bench_routes import (
+    CountingSimulator,
+    route_table,
+    settle_tail,
+    throttled,
+    timeline,
+    total,
+    writes,
+)
 
 from ledger.config import DEFAULT_CONCURRENCY, Settings
 from ledger.simulator.faults import FaultConfig
@@ -415,6 +423,7 @@ def mode_faults(options: argparse.Namespace, latency: FaultConfig) -> None:
         )
         report(title, run, mix, new_run_target(mix))
         print(limit_line(run, options.fault_limit), flush=True)
+        print(settle_tail(run.accepted_by_s, run.wall_s, options.fault_limit, root / "ledger.db"))
 
     serving(mix_faults, options, body)
 
