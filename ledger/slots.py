@@ -42,11 +42,11 @@ class RequestSlots:
     def held(self, *, start: bool = False) -> AbstractContextManager[None]:
         """Hold a slot for the block (waiting for one); a thread that holds one keeps it.
         `start`: a row about to start, which waits behind every other taker."""
-        return _Held(self, start)
+        return _Switch(self, hold=True, start=start)
 
     def released(self) -> AbstractContextManager[None]:
         """Give the calling thread's slot up for the block (a wait), and take one back after."""
-        return _Released(self)
+        return _Switch(self, hold=False)
 
     def waiting(self) -> tuple[int, int]:
         """How many threads wait for a slot now: (other takers, rows about to start)."""
@@ -83,24 +83,25 @@ class RequestSlots:
                 self._starting.notify()
 
 
-# The two blocks as classes, not generator context managers: every request enters one.
+# The two blocks as one class, not generator context managers: every request enters one.
 
 
-class _Held(AbstractContextManager[None]):
-    __slots__ = ("_slots", "_start", "_taken")
+class _Switch(AbstractContextManager[None]):
+    """For the block, the calling thread holds a slot (`hold`) or holds none; as it was after.
+    A thread already so changes nothing."""
 
-    def __init__(self, slots: RequestSlots, start: bool) -> None:
+    __slots__ = ("_hold", "_slots", "_start", "_switched")
+
+    def __init__(self, slots: RequestSlots, *, hold: bool, start: bool = False) -> None:
         self._slots = slots
-        self._start = start
-        self._taken = False
+        self._hold = hold
+        self._start = start  # a slot taken for the block: by a row about to start
+        self._switched = False
 
     def __enter__(self) -> None:
-        slots = self._slots
-        if slots.holds():
-            return
-        slots._take(start=self._start)
-        slots._mine.held = True
-        self._taken = True
+        if self._slots.holds() != self._hold:
+            self._set(self._hold, start=self._start)
+            self._switched = True
 
     def __exit__(
         self,
@@ -108,32 +109,14 @@ class _Held(AbstractContextManager[None]):
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._taken:
-            self._slots._mine.held = False
-            self._slots._give()
+        if self._switched:
+            self._set(not self._hold, start=False)
 
-
-class _Released(AbstractContextManager[None]):
-    __slots__ = ("_given", "_slots")
-
-    def __init__(self, slots: RequestSlots) -> None:
-        self._slots = slots
-        self._given = False
-
-    def __enter__(self) -> None:
+    def _set(self, hold: bool, *, start: bool) -> None:
         slots = self._slots
-        if not slots.holds():
-            return
-        slots._mine.held = False
-        slots._give()
-        self._given = True
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._given:
-            self._slots._take(start=False)
-            self._slots._mine.held = True
+        if hold:
+            slots._take(start=start)
+            slots._mine.held = True
+        else:
+            slots._mine.held = False
+            slots._give()
