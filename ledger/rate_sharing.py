@@ -139,9 +139,12 @@ class SharedRateLimit:
             self._syncing.release()
 
     def leave(self) -> None:
-        """This process stops sending: the others take its share at their next trade."""
+        """This process stops sending: the others take its share at their next trade. Once:
+        until it trades again, the others count it gone already (or never heard of it)."""
         with self._syncing:
             with self._lock:
+                if self._traded_at == -math.inf:
+                    return
                 # Dated back past `live_s`: counted gone at once, its limit still on record.
                 gone_at = self._wall_clock() - self._live_s - 1.0
                 mine = RateShare(

@@ -521,3 +521,31 @@ def test_work_waiting_on_rows_another_worker_holds_gives_its_share_up(jobs: Jobs
     first, _left = waits.seen[0]
     assert first is not None and first < now - timedelta(seconds=10)
     assert [left for _seen, left in waits.seen] == [1, 1, 1]
+
+
+def test_a_process_leaves_once_until_it_trades_again() -> None:
+    # `work` leaves as it starts waiting on the others' rows, again when its rows are done and
+    # when its client closes: one report dated gone is enough until it sends again.
+    time = FakeTime()
+    traded: list[RateShare] = []
+    board = MemoryExchange()
+
+    def exchange(mine: RateShare) -> Any:
+        traded.append(mine)
+        return board.exchange(mine)
+
+    limiter = AdaptiveRateLimiter(clock=time.monotonic)
+    shared = SharedRateLimit(
+        limiter, exchange, "worker-1", clock=time.monotonic, wall_clock=time.wall
+    )
+    shared.leave()
+    assert traded == []  # never reported: nobody counts it
+    shared.maybe_sync()
+    shared.leave()
+    shared.leave()
+    assert len(traded) == 2  # its report, then one dated gone
+    time.now += 2.0
+    shared.maybe_sync()
+    shared.leave()
+    assert len(traded) == 4  # back and gone again
+    assert traded[-1].seen_at < time.wall() - 10.0
